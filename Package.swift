@@ -1,0 +1,100 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "region-replicator",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "region-replicator", targets: ["region-replicator"]),
+        .executable(name: "rr-devtool", targets: ["rr-devtool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+    ],
+    targets: [
+        // MARK: - C libraries (system packages from Debian)
+        .systemLibrary(
+            name: "CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // MARK: - Wrappers: the only importers of the C targets
+        .target(
+            name: "KafkaClient",
+            dependencies: ["CRdKafka"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PostgresClient",
+            dependencies: ["CLibPQ"],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Domain
+        .target(
+            name: "ReplicationCore",
+            dependencies: [
+                "KafkaClient",
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Application: config, commands, wiring
+        .target(
+            name: "ReplicatorApp",
+            dependencies: [
+                "ReplicationCore",
+                "KafkaClient",
+                "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "region-replicator",
+            dependencies: ["ReplicatorApp"],
+            swiftSettings: strict
+        ),
+        // Development tool: a standalone mock Kafka cluster process and an event producer,
+        // used by scripts/demo and the end-to-end tests. Not installed.
+        .executableTarget(
+            name: "rr-devtool",
+            dependencies: [
+                "KafkaClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Tests
+        .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"], swiftSettings: strict),
+        .testTarget(name: "ReplicatorAppTests", dependencies: ["ReplicatorApp"], swiftSettings: strict),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["KafkaClient", "PostgresClient", "ReplicationCore"],
+            swiftSettings: strict
+        ),
+    ]
+)

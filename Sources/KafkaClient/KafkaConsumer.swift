@@ -1,0 +1,277 @@
+internal import CRdKafka
+import Foundation
+
+/// A librdkafka consumer (`rd_kafka_t` of type consumer).
+///
+/// - Important: Every method blocks (network I/O or waiting in librdkafka). Call them from a
+///   dedicated thread, never from Swift's cooperative pool. One thread at a time per consumer:
+///   the rebalance handler runs inside ``poll(timeoutMs:)`` on the calling thread.
+public final class KafkaConsumer: @unchecked Sendable {
+    // @unchecked Sendable: the rd_kafka_t handle is thread-safe for the calls made here; the
+    // wrapper itself holds no mutable Swift state after init. Callers use one thread (documented).
+
+    /// A change of the partitions this consumer owns (consumer-group mode).
+    public enum RebalanceEvent: Sendable {
+        /// Partitions added to the assignment. Return the position to start each of them at.
+        case assigned([TopicPartitionOffset])
+        /// Partitions taken away (`lost`: taken without a clean handover, e.g. session timeout).
+        case revoked([TopicPartitionOffset], lost: Bool)
+    }
+
+    /// What one poll produced.
+    public enum PollResult: Sendable {
+        case record(KafkaRecord)
+        /// A consumer error. `isFatal` means this consumer instance cannot go on.
+        case error(KafkaError, isFatal: Bool)
+    }
+
+    /// Called inside `poll` on rebalance. For `.assigned`, return the start positions
+    /// (entries with ``TopicPartitionOffset/storedOffset`` fall back to Kafka's committed offsets).
+    public typealias RebalanceHandler = @Sendable (RebalanceEvent) -> [TopicPartitionOffset]
+
+    /// Receives librdkafka's own log lines: (syslog level, facility, message).
+    public typealias LogHandler = @Sendable (Int32, String, String) -> Void
+
+    private let handle: OpaquePointer
+    private let context: Unmanaged<CallbackContext>
+    private var closed = false
+    private let closeLock = NSLock()
+
+    /// Creates a consumer.
+    /// - Parameters:
+    ///   - configuration: user properties (applied after this wrapper's defaults, so they win).
+    ///   - groupID: the consumer group, or nil for a group-less consumer used with ``assign(_:)``.
+    ///   - rebalance: the rebalance handler for subscribe mode.
+    /// - Throws: ``KafkaError`` on an invalid property (named) or when the client cannot be created.
+    public init(configuration: KafkaConfiguration, groupID: String?,
+                rebalance: RebalanceHandler? = nil, log: LogHandler? = nil) throws(KafkaError) {
+        var conf = KafkaConfiguration([
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("queued.max.messages.kbytes", "32768"),
+        ])
+        if let groupID { conf.set("group.id", groupID) } else { conf.set("group.id", "region-replicator-unused") }
+        for (k, v) in configuration.properties { conf.set(k, v) }
+        let raw = try conf.makeConf()
+        let ctx = Unmanaged.passRetained(CallbackContext(rebalance: rebalance, log: log))
+        rd_kafka_conf_set_opaque(raw, ctx.toOpaque())
+        if log != nil {
+            rd_kafka_conf_set_log_cb(raw) { rk, level, fac, buf in
+                guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
+                let ctx = Unmanaged<CallbackContext>.fromOpaque(opaque).takeUnretainedValue()
+                ctx.log?(level, fac.map { String(cString: $0) } ?? "", buf.map { String(cString: $0) } ?? "")
+            }
+        }
+        if rebalance != nil {
+            rd_kafka_conf_set_rebalance_cb(raw) { rk, err, partitions, opaque in
+                guard let rk, let partitions, let opaque else { return }
+                let ctx = Unmanaged<CallbackContext>.fromOpaque(opaque).takeUnretainedValue()
+                KafkaConsumer.handleRebalance(rk: rk, err: err, partitions: partitions, ctx: ctx)
+            }
+        }
+        var errbuf = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(RD_KAFKA_CONSUMER, raw, &errbuf, errbuf.count) else {
+            ctx.release()
+            // rd_kafka_new does not take ownership of conf on failure.
+            rd_kafka_conf_destroy(raw)
+            throw KafkaError(code: .invalidConfiguration,
+                             message: "cannot create consumer: \(String(errorBuffer: errbuf))")
+        }
+        handle = rk
+        context = ctx
+        rd_kafka_poll_set_consumer(rk)
+    }
+
+    deinit {
+        close()
+        rd_kafka_destroy(handle)
+        context.release()
+    }
+
+    private static func handleRebalance(rk: OpaquePointer, err: rd_kafka_resp_err_t,
+                                        partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>,
+                                        ctx: CallbackContext) {
+        let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+        let list = TopicPartitionList(borrowing: partitions)
+        switch err {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            let positions = ctx.rebalance?(.assigned(list.entries)) ?? []
+            for p in positions { list.setOffset(topic: p.topic, partition: p.partition, offset: p.offset) }
+            if cooperative {
+                if let e = rd_kafka_incremental_assign(rk, partitions) { rd_kafka_error_destroy(e) }
+            } else {
+                rd_kafka_assign(rk, partitions)
+            }
+        default:  // RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS or an error: give everything back
+            _ = ctx.rebalance?(.revoked(list.entries, lost: rd_kafka_assignment_lost(rk) != 0))
+            if cooperative {
+                if let e = rd_kafka_incremental_unassign(rk, partitions) { rd_kafka_error_destroy(e) }
+            } else {
+                rd_kafka_assign(rk, nil)
+            }
+        }
+    }
+
+    /// Subscribes to topics (consumer-group mode).
+    public func subscribe(topics: [String]) throws(KafkaError) {
+        let list = TopicPartitionList(capacity: topics.count)
+        for t in topics { list.add(TopicPartitionOffset(topic: t, partition: -1, offset: 0)) }  // RD_KAFKA_PARTITION_UA
+        let err = rd_kafka_subscribe(handle, list.pointer)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "subscribe") }
+    }
+
+    /// Assigns partitions directly (no group, no rebalancing), starting at the given offsets.
+    public func assign(_ partitions: [TopicPartitionOffset]) throws(KafkaError) {
+        let list = TopicPartitionList(partitions)
+        let err = rd_kafka_assign(handle, list.pointer)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "assign") }
+    }
+
+    /// Waits up to `timeoutMs` for the next record or error. Serves rebalance callbacks.
+    /// - Returns: nil when nothing arrived in time.
+    public func poll(timeoutMs: Int32) -> PollResult? {
+        guard let msg = rd_kafka_consumer_poll(handle, timeoutMs) else { return nil }
+        defer { rd_kafka_message_destroy(msg) }
+        let m = msg.pointee
+        if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            var fatal = m.err == RD_KAFKA_RESP_ERR__FATAL
+            var error = KafkaError(m.err, context: "consume")
+            if let payload = m.payload, m.len > 0 {
+                let text = String(decoding: UnsafeRawBufferPointer(start: payload, count: m.len), as: UTF8.self)
+                error.message = "consume: \(text)"
+            }
+            if fatal {
+                var buf = [CChar](repeating: 0, count: 512)
+                let code = rd_kafka_fatal_error(handle, &buf, buf.count)
+                error = KafkaError(code: .init(rawValue: code.rawValue), message: "fatal: \(String(errorBuffer: buf))")
+            }
+            fatal = fatal || m.err == RD_KAFKA_RESP_ERR__AUTHENTICATION
+            return .error(error, isFatal: fatal)
+        }
+        let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        let key: [UInt8]? = m.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
+        let value: [UInt8]? = m.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.len)) }
+        var tstype = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(msg, &tstype)
+        return .record(KafkaRecord(topic: topic, partition: m.partition, offset: m.offset, key: key, value: value,
+                                   timestampMs: tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ts < 0 ? nil : ts))
+    }
+
+    /// Commits next offsets to the group coordinator.
+    /// - Parameter async: when true, returns at once (the result only reaches the log).
+    public func commit(_ offsets: [TopicPartitionOffset], async: Bool) throws(KafkaError) {
+        guard !offsets.isEmpty else { return }
+        let list = TopicPartitionList(offsets)
+        let err = rd_kafka_commit(handle, list.pointer, async ? 1 : 0)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "commit") }
+    }
+
+    /// The offsets committed to Kafka for this consumer's group (-1001 when none).
+    public func committed(_ partitions: [TopicPartitionOffset], timeoutMs: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
+        let list = TopicPartitionList(partitions)
+        let err = rd_kafka_committed(handle, list.pointer, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "committed") }
+        return list.entries
+    }
+
+    /// Stops fetching from the partitions (already-fetched records are discarded by librdkafka;
+    /// fetching resumes at the application's position on ``resume(_:)``).
+    public func pause(_ partitions: [TopicPartitionOffset]) {
+        guard !partitions.isEmpty else { return }
+        let list = TopicPartitionList(partitions)
+        rd_kafka_pause_partitions(handle, list.pointer)
+    }
+
+    public func resume(_ partitions: [TopicPartitionOffset]) {
+        guard !partitions.isEmpty else { return }
+        let list = TopicPartitionList(partitions)
+        rd_kafka_resume_partitions(handle, list.pointer)
+    }
+
+    /// Moves the fetch position of assigned partitions.
+    public func seek(_ positions: [TopicPartitionOffset], timeoutMs: Int32) throws(KafkaError) {
+        guard !positions.isEmpty else { return }
+        let list = TopicPartitionList(positions)
+        if let e = rd_kafka_seek_partitions(handle, list.pointer, timeoutMs) {
+            throw KafkaError(consuming: e, context: "seek")
+        }
+    }
+
+    /// The current assignment.
+    public func assignment() -> [TopicPartitionOffset] {
+        var ptr: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>? = nil
+        guard rd_kafka_assignment(handle, &ptr) == RD_KAFKA_RESP_ERR_NO_ERROR, let ptr else { return [] }
+        defer { rd_kafka_topic_partition_list_destroy(ptr) }
+        return TopicPartitionList(borrowing: ptr).entries
+    }
+
+    /// Asks the partition leader for the low and high watermarks.
+    public func queryWatermarks(topic: String, partition: Int32, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
+        try Metadata.queryWatermarks(handle, topic: topic, partition: partition, timeoutMs: timeoutMs)
+    }
+
+    /// The number of partitions of `topic`.
+    /// - Throws: ``KafkaError`` (``KafkaError/Code/unknownTopic`` when it does not exist).
+    public func partitionCount(topic: String, timeoutMs: Int32) throws(KafkaError) -> Int {
+        try Metadata.partitionCount(handle, topic: topic, timeoutMs: timeoutMs)
+    }
+
+    /// The first offset whose timestamp is ≥ `timestampMs` per partition (-1 when none / unknown).
+    public func offsetsForTimes(_ query: [TopicPartitionOffset], timeoutMs: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
+        let list = TopicPartitionList(query)
+        let err = rd_kafka_offsets_for_times(handle, list.pointer, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "offsets_for_times") }
+        return list.entries
+    }
+
+    /// Leaves the group cleanly (revoking through the rebalance handler). Idempotent.
+    public func close() {
+        closeLock.lock()
+        defer { closeLock.unlock() }
+        guard !closed else { return }
+        closed = true
+        rd_kafka_consumer_close(handle)
+    }
+}
+
+/// What the C callbacks need; lives as long as the handle.
+final class CallbackContext: @unchecked Sendable {
+    // @unchecked Sendable: immutable after init; the closures are @Sendable.
+    let rebalance: KafkaConsumer.RebalanceHandler?
+    let log: KafkaConsumer.LogHandler?
+    init(rebalance: KafkaConsumer.RebalanceHandler?, log: KafkaConsumer.LogHandler?) {
+        self.rebalance = rebalance
+        self.log = log
+    }
+}
+
+enum Metadata {
+    static func queryWatermarks(_ rk: OpaquePointer, topic: String, partition: Int32, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
+        var low: Int64 = -1
+        var high: Int64 = -1
+        let err = rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(err, context: "watermarks of \(topic)[\(partition)]")
+        }
+        return (low, high)
+    }
+
+    static func partitionCount(_ rk: OpaquePointer, topic: String, timeoutMs: Int32) throws(KafkaError) -> Int {
+        guard let rkt = rd_kafka_topic_new(rk, topic, nil) else {
+            throw KafkaError(code: .invalidConfiguration, message: "invalid topic name")
+        }
+        defer { rd_kafka_topic_destroy(rkt) }
+        var md: UnsafePointer<rd_kafka_metadata>? = nil
+        let err = rd_kafka_metadata(rk, 0, rkt, &md, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "metadata for \(topic)") }
+        guard let md else { throw KafkaError(code: .timedOut, message: "metadata for \(topic): no answer") }
+        defer { rd_kafka_metadata_destroy(md) }
+        guard md.pointee.topic_cnt > 0 else { throw KafkaError(code: .unknownTopic, message: "topic \(topic) does not exist") }
+        let t = md.pointee.topics[0]
+        if t.err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(t.err, context: "topic \(topic)") }
+        return Int(t.partition_cnt)
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+
+/// What happened to one event in a region (the `outcome` label of `events_total`).
+public enum ApplyOutcome: String, Sendable, CaseIterable, Hashable {
+    case applied, duplicate, stale
+    case skippedOrigin = "skipped_origin"
+    case deadLettered = "dead_lettered"
+}
+
+/// Per-outcome event counts.
+public struct OutcomeCounts: Sendable, Hashable, CustomStringConvertible {
+    public private(set) var counts: [ApplyOutcome: Int] = [:]
+    public init() {}
+    public subscript(_ o: ApplyOutcome) -> Int {
+        get { counts[o, default: 0] }
+        set { counts[o] = newValue }
+    }
+    public var total: Int { counts.values.reduce(0, +) }
+    public static func + (a: OutcomeCounts, b: OutcomeCounts) -> OutcomeCounts {
+        var r = a
+        for (k, v) in b.counts { r[k] += v }
+        return r
+    }
+    public var description: String {
+        ApplyOutcome.allCases.map { "\($0.rawValue)=\(self[$0])" }.joined(separator: " ")
+    }
+}
+
+/// One consumed record with its decoding result.
+public struct DecodedRecord: Sendable {
+    public var record: RecordRef
+    public var event: Result<Event, DecodeError>
+
+    public init(record: RecordRef, event: Result<Event, DecodeError>) {
+        self.record = record
+        self.event = event
+    }
+}
+
+/// The parts of a Kafka record the apply path needs.
+public struct RecordRef: Sendable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var timestampMs: Int64?
+
+    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?, timestampMs: Int64?) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.timestampMs = timestampMs
+    }
+}
+
+/// A dead letter to record.
+public struct DeadLetter: Sendable {
+    public var record: RecordRef
+    public var error: String
+}
+
+/// A batch reduced to set operations (CONTRACT §3), before any SQL.
+///
+/// Several events of one message (or session) collapse to the one that matters, so that the
+/// multi-row statements never touch a row twice; the collapsed ones are counted as duplicate
+/// (same version) or stale (lower) here, since the database never sees them.
+public struct ApplyPlan: Sendable {
+    public var upserts: [MessageUpsert] = []
+    public var messageTombstones: [MessageDeletion] = []
+    public var sessionTombstones: [SessionDeletion] = []
+    public var deadLetters: [DeadLetter] = []
+    /// Outcomes already decided without the database.
+    public var decided = OutcomeCounts()
+
+    /// Builds the plan for `region`.
+    public init(records: some Sequence<DecodedRecord>, region: String, applyToOrigin: Bool) {
+        var upsertIndex: [UUID: Int] = [:]
+        var tombIndex: [UUID: Int] = [:]
+        var sessionIndex: [String: Int] = [:]
+        for r in records {
+            switch r.event {
+            case .failure(let e):
+                deadLetters.append(DeadLetter(record: r.record, error: e.description))
+                decided[.deadLettered] += 1
+            case .success(.messageUpserted(let u)):
+                if u.originRegion == region && !applyToOrigin {
+                    decided[.skippedOrigin] += 1
+                } else if let i = upsertIndex[u.messageID] {
+                    let kept = upserts[i]
+                    if u.version > kept.version {
+                        upserts[i] = u
+                        decided[.stale] += 1
+                    } else {
+                        decided[u.version == kept.version ? .duplicate : .stale] += 1
+                    }
+                } else {
+                    upsertIndex[u.messageID] = upserts.count
+                    upserts.append(u)
+                }
+            case .success(.messageDeleted(let d)):
+                if let i = tombIndex[d.messageID] {
+                    let kept = messageTombstones[i]
+                    if d.version > kept.version {
+                        messageTombstones[i] = d
+                        decided[.stale] += 1
+                    } else {
+                        decided[d.version == kept.version ? .duplicate : .stale] += 1
+                    }
+                } else {
+                    tombIndex[d.messageID] = messageTombstones.count
+                    messageTombstones.append(d)
+                }
+            case .success(.sessionDeleted(let s)):
+                if let i = sessionIndex[s.sessionID] {
+                    let kept = sessionTombstones[i]
+                    if s.occurredAt > kept.occurredAt {
+                        sessionTombstones[i] = s
+                        decided[.stale] += 1
+                    } else {
+                        decided[s.occurredAt == kept.occurredAt ? .duplicate : .stale] += 1
+                    }
+                } else {
+                    sessionIndex[s.sessionID] = sessionTombstones.count
+                    sessionTombstones.append(s)
+                }
+            }
+        }
+    }
+
+    /// The number of events the database must classify.
+    public var pendingCount: Int { upserts.count + messageTombstones.count + sessionTombstones.count }
+}

@@ -1,0 +1,266 @@
+import Foundation
+public import PostgresClient
+
+/// The next offset to store for one partition after a batch.
+public struct PartitionProgress: Sendable, Hashable {
+    public var partition: Int32
+    public var nextOffset: Int64
+    /// Kafka timestamp of the last record of the batch in this partition (ms), if known.
+    public var lastRecordMs: Int64?
+
+    public init(partition: Int32, nextOffset: Int64, lastRecordMs: Int64?) {
+        self.partition = partition
+        self.nextOffset = nextOffset
+        self.lastRecordMs = lastRecordMs
+    }
+}
+
+/// Applies batches to one region's database: the single apply path used by the daemon (and
+/// by replay and dead-letter retry).
+///
+/// - Important: Blocking (libpq). Run on a dedicated thread.
+public final class RegionApplier: @unchecked Sendable {
+    // @unchecked Sendable: used by one thread at a time (the region's pipeline thread).
+    public let region: String
+    public let table: TableName
+    public let applyToOrigin: Bool
+    private let sql: Statements
+
+    public init(region: String, table: TableName, applyToOrigin: Bool) {
+        self.region = region
+        self.table = table
+        self.applyToOrigin = applyToOrigin
+        self.sql = Statements(table: table)
+    }
+
+    /// Applies `records` and stores `progress` for `consumerGroup`, all in one transaction.
+    ///
+    /// A permanent data error (SQLSTATE class 22/23) makes the batch run again event by event
+    /// under savepoints, so only the records the database refuses become dead letters.
+    /// - Parameters:
+    ///   - dryRun: classify only; the transaction is rolled back.
+    /// - Returns: the outcome of every record.
+    /// - Throws: ``PostgresError`` for transient failures (nothing was committed).
+    public func apply(_ records: [DecodedRecord], progress: [PartitionProgress], consumerGroup: String?,
+                      topic: String, on db: PostgresConnection, dryRun: Bool = false) throws(PostgresError) -> OutcomeCounts {
+        do {
+            return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
+                let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
+                var counts = plan.decided
+                counts = counts + (try applyPlan(plan, on: db))
+                try insertDeadLetters(plan.deadLetters, on: db)
+                try storeProgress(progress, group: consumerGroup, topic: topic, on: db)
+                return counts
+            }
+        } catch let error where error.isDataError {
+            return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
+                try applyIsolated(records, progress: progress, group: consumerGroup, topic: topic, on: db)
+            }
+        }
+    }
+
+    // MARK: - Transactions
+
+    private func transaction(_ db: PostgresConnection, dryRun: Bool,
+                             _ body: () throws(PostgresError) -> OutcomeCounts) throws(PostgresError) -> OutcomeCounts {
+        try db.execute("BEGIN")
+        do {
+            // Serialises writers of this region's table (daemon instances during a rebalance,
+            // replay jobs): the tombstone checks then see every committed deletion.
+            try db.query(sql.lock)
+            let counts = try body()
+            try db.execute(dryRun ? "ROLLBACK" : "COMMIT")
+            return counts
+        } catch {
+            if db.isOpen { try? db.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Event by event under savepoints: isolates the records the database refuses.
+    private func applyIsolated(_ records: [DecodedRecord], progress: [PartitionProgress], group: String?,
+                               topic: String, on db: PostgresConnection) throws(PostgresError) -> OutcomeCounts {
+        var counts = OutcomeCounts()
+        var dead: [DeadLetter] = []
+        for r in records {
+            let plan = ApplyPlan(records: [r], region: region, applyToOrigin: applyToOrigin)
+            dead += plan.deadLetters
+            counts = counts + plan.decided
+            guard plan.pendingCount > 0 else { continue }
+            try db.execute("SAVEPOINT one_event")
+            do {
+                counts = counts + (try applyPlan(plan, on: db))
+                try db.execute("RELEASE SAVEPOINT one_event")
+            } catch let error where error.isDataError {
+                try db.execute("ROLLBACK TO SAVEPOINT one_event")
+                dead.append(DeadLetter(record: r.record, error: "rejected by the region's database: \(error)"))
+                counts[.deadLettered] += 1
+            }
+        }
+        try insertDeadLetters(dead, on: db)
+        try storeProgress(progress, group: group, topic: topic, on: db)
+        return counts
+    }
+
+    // MARK: - The set operations
+
+    private func applyPlan(_ plan: ApplyPlan, on db: PostgresConnection) throws(PostgresError) -> OutcomeCounts {
+        var counts = OutcomeCounts()
+        if !plan.sessionTombstones.isEmpty {
+            let s = plan.sessionTombstones
+            let r = try db.query(sql.sessionTombstones, [
+                PostgresArray.text(s.map(\.sessionID)),
+                PostgresArray.text(s.map(\.occurredAt.postgresText)),
+            ])
+            let applied = Int(r.rows.first?[0] ?? "0") ?? 0
+            counts[.applied] += applied
+            counts[.duplicate] += s.count - applied
+        }
+        if !plan.messageTombstones.isEmpty {
+            let d = plan.messageTombstones
+            let r = try db.query(sql.messageTombstones, [
+                PostgresArray.text(d.map(\.messageID.uuidString)),
+                PostgresArray.text(d.map(\.sessionID)),
+                PostgresArray.integers(d.map(\.version)),
+                PostgresArray.text(d.map(\.occurredAt.postgresText)),
+            ])
+            let applied = Int(r.rows.first?[0] ?? "0") ?? 0
+            let same = Int(r.rows.first?[1] ?? "0") ?? 0
+            counts[.applied] += applied
+            counts[.duplicate] += same
+            counts[.stale] += d.count - applied - same
+        }
+        if !plan.upserts.isEmpty {
+            let u = plan.upserts
+            let r = try db.query(sql.upserts, [
+                PostgresArray.text(u.map(\.messageID.uuidString)),
+                PostgresArray.text(u.map(\.sessionID)),
+                PostgresArray.text(u.map(\.role.rawValue)),
+                PostgresArray.text(u.map(\.content)),
+                PostgresArray.text(u.map(\.originRegion)),
+                PostgresArray.text(u.map(\.createdAt.postgresText)),
+                PostgresArray.integers(u.map(\.version)),
+            ])
+            let applied = Int(r.rows.first?[0] ?? "0") ?? 0
+            let same = Int(r.rows.first?[1] ?? "0") ?? 0
+            counts[.applied] += applied
+            counts[.duplicate] += same
+            counts[.stale] += u.count - applied - same
+        }
+        return counts
+    }
+
+    private func insertDeadLetters(_ dead: [DeadLetter], on db: PostgresConnection) throws(PostgresError) {
+        guard !dead.isEmpty else { return }
+        try db.query(sql.deadLetters, [
+            PostgresArray.text(dead.map(\.record.topic)),
+            PostgresArray.integers(dead.map(\.record.partition)),
+            PostgresArray.integers(dead.map(\.record.offset)),
+            PostgresArray.bytea(dead.map(\.record.key)),
+            PostgresArray.bytea(dead.map(\.record.value)),
+            PostgresArray.text(dead.map { String($0.error.prefix(2000)) }),
+        ])
+    }
+
+    private func storeProgress(_ progress: [PartitionProgress], group: String?, topic: String,
+                               on db: PostgresConnection) throws(PostgresError) {
+        guard let group, !progress.isEmpty else { return }
+        try db.query(sql.offsets, [
+            group, topic,
+            PostgresArray.integers(progress.map(\.partition)),
+            PostgresArray.integers(progress.map(\.nextOffset)),
+            PostgresArray.text(progress.map { p in
+                p.lastRecordMs.map { Timestamp(microseconds: $0 * 1000).postgresText }
+            }),
+        ])
+    }
+
+    // MARK: - Stored offsets
+
+    /// The next offsets stored for `group` in this region (partitions without a row are absent).
+    public static func storedOffsets(group: String, topic: String, on db: PostgresConnection) throws(PostgresError) -> [Int32: Int64] {
+        let r = try db.query("SELECT partition, next_offset FROM replicator_offsets WHERE consumer_group = $1 AND topic = $2",
+                             [group, topic])
+        var out: [Int32: Int64] = [:]
+        for row in r.rows {
+            if let p = row[0].flatMap({ Int32($0) }), let n = row[1].flatMap({ Int64($0) }) { out[p] = n }
+        }
+        return out
+    }
+}
+
+/// The SQL text, built once per table name.
+struct Statements {
+    let lock: String
+    let sessionTombstones: String
+    let messageTombstones: String
+    let upserts: String
+    let deadLetters: String
+    let offsets: String
+
+    init(table: TableName) {
+        let t = table.quoted
+        lock = "SELECT pg_advisory_xact_lock(hashtext('region-replicator apply ' || $$\(table.description)$$))"
+        // Applied = the tombstone moved forward; the delete removes what it covers either way.
+        sessionTombstones = """
+            WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS s(session_id, deleted_at)),
+            t AS (INSERT INTO replicator_session_tombstones AS t (session_id, deleted_at)
+                  SELECT session_id, deleted_at FROM s
+                  ON CONFLICT (session_id) DO UPDATE SET deleted_at = excluded.deleted_at
+                  WHERE t.deleted_at < excluded.deleted_at
+                  RETURNING 1),
+            d AS (DELETE FROM \(t) m USING s WHERE m.session_id = s.session_id AND m.created_at <= s.deleted_at
+                  RETURNING 1)
+            SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM d)
+            """
+        messageTombstones = """
+            WITH d AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
+                       AS d(message_id, session_id, version, deleted_at)),
+            t AS (INSERT INTO replicator_message_tombstones AS t (message_id, session_id, version, deleted_at)
+                  SELECT message_id, session_id, version, deleted_at FROM d
+                  ON CONFLICT (message_id) DO UPDATE
+                  SET version = excluded.version, session_id = excluded.session_id, deleted_at = excluded.deleted_at
+                  WHERE t.version < excluded.version
+                  RETURNING 1),
+            x AS (DELETE FROM \(t) m USING d WHERE m.message_id = d.message_id AND m.version <= d.version
+                  RETURNING 1)
+            SELECT (SELECT count(*) FROM t),
+                   (SELECT count(*) FROM d JOIN replicator_message_tombstones o
+                      ON o.message_id = d.message_id AND o.version = d.version)
+            """
+        // The NOT EXISTS pre-checks skip duplicates, stale versions and tombstoned messages
+        // without taking a row lock; ON CONFLICT … WHERE keeps the version guard under races.
+        upserts = """
+            WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                           $6::timestamptz[], $7::bigint[])
+                       AS u(message_id, session_id, role, content, region, created_at, version)),
+            ins AS (INSERT INTO \(t) AS m (message_id, session_id, role, content, region, created_at, version)
+                    SELECT u.message_id, u.session_id, u.role, u.content, u.region, u.created_at, u.version FROM u
+                    WHERE NOT EXISTS (SELECT 1 FROM \(t) e WHERE e.message_id = u.message_id AND e.version >= u.version)
+                      AND NOT EXISTS (SELECT 1 FROM replicator_message_tombstones mt
+                                      WHERE mt.message_id = u.message_id AND mt.version >= u.version)
+                      AND NOT EXISTS (SELECT 1 FROM replicator_session_tombstones st
+                                      WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
+                    ON CONFLICT (message_id) DO UPDATE
+                    SET session_id = excluded.session_id, role = excluded.role, content = excluded.content,
+                        region = excluded.region, created_at = excluded.created_at, version = excluded.version,
+                        replicated_at = now()
+                    WHERE m.version < excluded.version
+                    RETURNING 1)
+            SELECT (SELECT count(*) FROM ins),
+                   (SELECT count(*) FROM u JOIN \(t) e ON e.message_id = u.message_id AND e.version = u.version)
+            """
+        deadLetters = """
+            INSERT INTO replicator_dead_letters (topic, partition, "offset", record_key, payload, error, first_seen)
+            SELECT topic, p, o, k, v, e, now()
+            FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS x(topic, p, o, k, v, e)
+            ON CONFLICT (topic, partition, "offset") DO NOTHING
+            """
+        offsets = """
+            INSERT INTO replicator_offsets AS o (consumer_group, topic, partition, next_offset, last_record_at, updated_at)
+            SELECT $1, $2, p, n, ts, now() FROM unnest($3::int[], $4::bigint[], $5::timestamptz[]) AS x(p, n, ts)
+            ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+            SET next_offset = excluded.next_offset, last_record_at = excluded.last_record_at, updated_at = now()
+            """
+    }
+}

@@ -1,0 +1,204 @@
+public import ArgumentParser
+import Foundation
+import KafkaClient
+import Logging
+import PostgresClient
+import ReplicationCore
+import ServiceLifecycle
+
+/// The version printed by `--version`.
+public let replicatorVersion = "0.1.0"
+
+/// `region-replicator`: the root command.
+public struct RegionReplicatorCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "region-replicator",
+        abstract: "Replicates chat-history events from one Kafka topic into every region's Postgres.",
+        version: replicatorVersion,
+        subcommands: [Run.self, Migrate.self, CheckConfig.self]
+    )
+
+    public init() {}
+}
+
+/// `--config PATH`, shared by every subcommand.
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (YAML).")
+    var config: String = ReplicatorConfig.defaultPath
+
+    /// Loads the configuration or exits 78 with a message naming the file and key.
+    func load() throws -> ReplicatorConfig {
+        do {
+            return try ReplicatorConfig.load(path: config)
+        } catch {
+            printError("configuration error: \(error)")
+            throw ExitCode.configuration
+        }
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+extension ReplicatorConfig {
+    /// The librdkafka properties: bootstrap list first, then the user's verbatim properties.
+    var kafkaConfiguration: KafkaConfiguration {
+        var c = KafkaConfiguration([("bootstrap.servers", kafka.brokers)])
+        for (k, v) in kafka.properties.sorted(by: { $0.key < $1.key }) { c.set(k, v) }
+        return c
+    }
+
+    func pipelineSettings(for region: Region) -> PipelineSettings {
+        PipelineSettings(region: region.name, conninfo: region.dsn.value, kafka: kafkaConfiguration,
+                         topic: kafka.topic, consumerGroup: consumerGroup(for: region), table: apply.table,
+                         applyToOrigin: apply.applyToOrigin, maxBatchEvents: apply.maxBatchEvents,
+                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs))
+    }
+}
+
+// MARK: - run
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the replication daemon.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let config = try options.load()
+        LoggingSetup.bootstrap(level: config.log.level, format: config.log.format)
+        let logger = Logger(label: "region-replicator")
+        do {
+            try config.kafkaConfiguration.validate()
+        } catch {
+            printError("configuration error: \(config.path): kafka.properties: \(error)")
+            throw ExitCode.configuration
+        }
+        let pipelines = config.regions.map { RegionPipeline(settings: config.pipelineSettings(for: $0), logger: logger) }
+        logger.info("starting", metadata: [
+            "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
+            "regions": "\(config.regions.map(\.name).joined(separator: ","))"])
+        let group = ServiceGroup(configuration: .init(
+            services: pipelines.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                                            failureTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("stopping on a fatal error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
+            throw ExitCode.failure
+        }
+        logger.info("stopped")
+    }
+}
+
+
+// MARK: - migrate
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create the tables in each region (idempotent).")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Only this region.") var region: String?
+
+    func run() async throws {
+        let config = try options.load()
+        let redact = Redactor(config: config)
+        var regions = config.regions
+        if let region {
+            do { regions = [try config.region(named: region)] } catch {
+                printError("configuration error: \(error)")
+                throw ExitCode.configuration
+            }
+        }
+        var failed = false
+        for r in regions {
+            let target = PostgresConnection.describe(r.dsn.value)
+            do {
+                try await onBlockingThread {
+                    let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
+                    defer { db.close() }
+                    try Schema.migrate(db, table: config.apply.table)
+                }
+                print("region \(r.name) (\(target)): migrated")
+            } catch {
+                failed = true
+                printError(redact("region \(r.name) (\(target)): migrate failed: \(error)"))
+            }
+        }
+        if failed { throw ExitCode.unavailable }
+    }
+}
+
+// MARK: - check-config
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Parse and validate the configuration, connect to Kafka and every region, print the results.")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Seconds to wait for each service.") var timeout: Int = 5
+
+    func run() async throws {
+        let config = try options.load()
+        let redact = Redactor(config: config)
+        var rows: [(String, String, String)] = [("config", config.path, "ok")]
+        do {
+            try config.kafkaConfiguration.validate()
+        } catch {
+            rows.append(("kafka.properties", config.path, "ERROR: \(error)"))
+            Self.printTable(rows, redact)
+            throw ExitCode.configuration
+        }
+        var unreachable = false
+        let kafkaStatus: String = await onBlockingThread { [timeout] in
+            do {
+                let consumer = try KafkaConsumer(configuration: config.kafkaConfiguration, groupID: nil)
+                defer { consumer.close() }
+                let n = try consumer.partitionCount(topic: config.kafka.topic, timeoutMs: Int32(timeout * 1000))
+                return "ok (topic \(config.kafka.topic): \(n) partitions)"
+            } catch {
+                return "UNREACHABLE: \(error)"
+            }
+        }
+        if !kafkaStatus.hasPrefix("ok") { unreachable = true }
+        rows.append(("kafka", config.kafka.brokers, kafkaStatus))
+        for r in config.regions {
+            let status: String = await onBlockingThread { [timeout] in
+                do {
+                    let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator check-config",
+                                                    connectTimeoutSeconds: timeout, queryTimeout: .seconds(timeout))
+                    defer { db.close() }
+                    let missing = try Schema.missingTables(db, table: config.apply.table)
+                    return missing.isEmpty ? "ok" : "ok, NOT MIGRATED (missing \(missing.joined(separator: ", "))): run `region-replicator migrate`"
+                } catch {
+                    return "UNREACHABLE: \(error)"
+                }
+            }
+            if !status.hasPrefix("ok") { unreachable = true }
+            rows.append(("region \(r.name)", PostgresConnection.describe(r.dsn.value), status))
+        }
+        Self.printTable(rows, redact)
+        if unreachable { throw ExitCode.unavailable }
+    }
+
+    static func printTable(_ rows: [(String, String, String)], _ redact: Redactor) {
+        let w0 = max(9, rows.map(\.0.count).max() ?? 0)
+        let w1 = max(6, rows.map(\.1.count).max() ?? 0)
+        func pad(_ s: String, _ w: Int) -> String { s + String(repeating: " ", count: max(0, w - s.count)) }
+        print(pad("COMPONENT", w0) + "  " + pad("TARGET", w1) + "  STATUS")
+        for (a, b, c) in rows { print(redact(pad(a, w0) + "  " + pad(b, w1) + "  " + c)) }
+    }
+}
+
+/// Runs blocking C calls (libpq, librdkafka) on a fresh thread, off Swift's cooperative pool.
+func onBlockingThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { cont in
+        Thread { cont.resume(with: Result { try body() }) }.start()
+    }
+}
+
+func onBlockingThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { cont in
+        Thread { cont.resume(returning: body()) }.start()
+    }
+}

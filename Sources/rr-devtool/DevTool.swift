@@ -1,0 +1,121 @@
+import ArgumentParser
+import Foundation
+import KafkaClient
+
+/// Development tool: a standalone mock Kafka cluster and a synthetic event producer, for the
+/// local demo (`scripts/demo`) and manual experiments. Not part of the installed product.
+@main
+struct DevTool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rr-devtool",
+        abstract: "Development helpers for region-replicator (not installed).",
+        subcommands: [Broker.self, Produce.self])
+}
+
+/// Runs librdkafka's mock cluster as its own process until SIGTERM/SIGINT.
+struct Broker: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a mock Kafka cluster on 127.0.0.1 (librdkafka's mock brokers).")
+    @Option var brokers = 3
+    @Option var topic = "chat.messages"
+    @Option var partitions = 6
+    @Option(help: "Write the bootstrap list to this file once the topic exists.") var bootstrapFile: String?
+
+    func run() throws {
+        let cluster = try KafkaMockCluster(brokers: brokers)
+        try cluster.createTopic(topic, partitions: partitions)
+        let bootstrap = cluster.bootstrapServers
+        if let bootstrapFile {
+            let tmp = bootstrapFile + ".tmp"
+            try bootstrap.write(toFile: tmp, atomically: false, encoding: .utf8)
+            _ = rename(tmp, bootstrapFile)
+        }
+        print("BOOTSTRAP=\(bootstrap)")
+        fflush(nil)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        var sig: Int32 = 0
+        sigwait(&set, &sig)
+        withExtendedLifetime(cluster) {}
+    }
+}
+
+/// Produces a synthetic chat workload (contract events and the article's seed-style events).
+struct Produce: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Produce synthetic chat events.")
+    @Option var brokers: String
+    @Option var topic = "chat.messages"
+    @Option var count = 10_000
+    @Option(help: "Events per second (0 = as fast as possible).") var rate = 2_000
+    @Option(help: "Comma-separated origin regions.") var regions = "us-east-1,eu-west-1,ap-southeast-1"
+    @Option var seed: UInt64 = 42
+
+    func run() throws {
+        let producer = try KafkaProducer(configuration: KafkaConfiguration([("bootstrap.servers", brokers)]))
+        let origins = regions.split(separator: ",").map(String.init)
+        var rng = SplitMix64(seed: seed)
+        var messages: [(id: String, session: String, origin: String, version: Int, created: String)] = []
+        let start = Date()
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for i in 0..<count {
+            let origin = origins[Int(rng.next() % UInt64(origins.count))]
+            let session = "sess-\(rng.next() % 500)"
+            let now = iso.string(from: Date())
+            let roll = rng.next() % 100
+            var event: [String: Any]
+            if roll < 10 && !messages.isEmpty {  // edit
+                let k = Int(rng.next() % UInt64(messages.count))
+                messages[k].version += 1
+                let m = messages[k]
+                event = ["type": "message.upserted", "event_id": UUID().uuidString, "message_id": m.id, "session_id": m.session,
+                         "role": "assistant", "content": "edited \(i)", "origin_region": m.origin, "created_at": m.created, "version": m.version]
+            } else if roll < 13 && !messages.isEmpty {  // delete
+                let k = Int(rng.next() % UInt64(messages.count))
+                messages[k].version += 1
+                let m = messages[k]
+                event = ["type": "message.deleted", "event_id": UUID().uuidString, "message_id": m.id, "session_id": m.session,
+                         "origin_region": m.origin, "occurred_at": now, "version": m.version]
+            } else if roll < 14 {  // session erasure
+                event = ["type": "session.deleted", "event_id": UUID().uuidString, "session_id": session,
+                         "origin_region": origin, "occurred_at": now]
+            } else if roll < 30 {  // the article's producer
+                let naive = String(now.dropLast())  // datetime.utcnow().isoformat(): no offset
+                event = ["session_id": session, "role": "user", "content": "seed message \(i)", "region": origin, "created_at": naive]
+            } else {
+                let id = UUID().uuidString.lowercased()
+                messages.append((id, session, origin, 1, now))
+                event = ["type": "message.upserted", "event_id": UUID().uuidString, "message_id": id, "session_id": session,
+                         "role": ["user", "assistant", "system", "tool"][Int(rng.next() % 4)], "content": "message \(i) from \(origin)",
+                         "origin_region": origin, "created_at": now, "version": 1]
+            }
+            let data = try JSONSerialization.data(withJSONObject: event)
+            try producer.produce(topic: topic, key: Array(((event["session_id"] as? String) ?? "").utf8), value: Array(data))
+            if rate > 0 {
+                let due = start.addingTimeInterval(Double(i + 1) / Double(rate))
+                let wait = due.timeIntervalSinceNow
+                if wait > 0 { Thread.sleep(forTimeInterval: wait) }
+            }
+            if (i + 1) % 5000 == 0 { print("produced \(i + 1)/\(count)"); fflush(nil) }
+        }
+        try producer.flush(timeoutMs: 30_000)
+        print("produced \(count) events to \(topic)")
+    }
+}
+
+/// A small deterministic PRNG, so a seed reproduces a workload.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import KafkaClient
+
+/// A Kafka-protocol broker for one test (librdkafka's mock cluster: real brokers on
+/// 127.0.0.1 TCP ports) with a topic and a producer.
+final class TestCluster: @unchecked Sendable {
+    let cluster: KafkaMockCluster
+    let topic: String
+    let partitions: Int
+    private var producerHandle: KafkaProducer?
+    var producer: KafkaProducer { producerHandle! }
+
+    init(partitions: Int = 6) throws {
+        cluster = try KafkaMockCluster(brokers: 3)
+        topic = "chat.messages"
+        self.partitions = partitions
+        try cluster.createTopic(topic, partitions: partitions)
+        producerHandle = try KafkaProducer(configuration: KafkaConfiguration([
+            ("bootstrap.servers", cluster.bootstrapServers), ("log_level", "3")]))
+    }
+
+    var bootstrap: String { cluster.bootstrapServers }
+
+    // The producer goes first, so it does not log the brokers vanishing under it.
+    deinit { producerHandle = nil }
+
+    func produce(_ events: [Workload.Event]) throws {
+        for e in events {
+            let data = try JSONSerialization.data(withJSONObject: e.json)
+            try producer.produce(topic: topic, key: Array(e.key.utf8), value: Array(data))
+        }
+        try producer.flush(timeoutMs: 60_000)
+    }
+
+    func produceRaw(key: String, value: [UInt8]?) throws {
+        try producer.produce(topic: topic, key: Array(key.utf8), value: value)
+    }
+
+    /// The high watermark of every partition.
+    func highWatermarks() throws -> [Int32: Int64] {
+        var out: [Int32: Int64] = [:]
+        for p in 0..<Int32(partitions) {
+            out[p] = try producer.queryWatermarks(topic: topic, partition: p, timeoutMs: 10_000).high
+        }
+        return out
+    }
+}
+
+/// Everything one end-to-end test runs against: region databases, a cluster, a config file.
+final class Harness: @unchecked Sendable {
+    let regions: [String]
+    let dbs: RegionDatabases
+    let cluster: TestCluster
+    let dir: String
+    let configPath: String
+    var daemons: [Daemon] = []
+
+    init(regions: [String] = ["us-east-1", "eu-west-1", "ap-southeast-1"], maxBatchEvents: Int = 500,
+         extraConfig: String = "") throws {
+        self.regions = regions
+        dbs = try RegionDatabases(regions: regions)
+        cluster = try TestCluster()
+        dir = NSTemporaryDirectory() + "rr-e2e-" + dbs.database
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        configPath = dir + "/config.yaml"
+        var yaml = """
+            kafka:
+              brokers: "\(cluster.bootstrap)"
+              topic: \(cluster.topic)
+              group_prefix: rr-test
+              properties:
+                log_level: "4"
+                session.timeout.ms: "6000"
+                heartbeat.interval.ms: "500"
+            regions:
+
+            """
+        for r in regions { yaml += "  - name: \(r)\n    dsn: \"\(dbs.conninfo(r))\"\n" }
+        yaml += """
+            apply:
+              max_batch_events: \(maxBatchEvents)
+              max_batch_delay_ms: 20
+            log:
+              level: info
+
+            """ + extraConfig
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let (status, out) = try runReplicator(["migrate", "--config", configPath])
+        guard status == 0 else { throw TestSetupError("migrate failed (\(status)): \(out)") }
+    }
+
+    @discardableResult
+    func startDaemon() throws -> Daemon {
+        let d = try Daemon(["run", "--config", configPath], logPath: dir + "/daemon-\(daemons.count).log")
+        daemons.append(d)
+        return d
+    }
+
+    /// Rows of `messages` in `region`, comparable with ``Workload/expectedRows(in:applyToOrigin:)``.
+    func rows(_ region: String) throws -> [Workload.Row] {
+        try dbs.query(region, """
+            SELECT message_id::text, session_id, role, content, region,
+                   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), version
+            FROM messages
+            """).map { r in
+            let content = r[3]!
+            return Workload.Row(messageID: content.hasPrefix("seed ") ? "seed" : r[0]!, sessionID: r[1]!, role: r[2]!,
+                                content: content, region: r[4]!, createdAt: r[5]!, version: Int(r[6]!)!)
+        }.sorted()
+    }
+
+    /// Stored next offsets of `region`'s consumer group.
+    func storedOffsets(_ region: String) throws -> [Int32: Int64] {
+        var out: [Int32: Int64] = [:]
+        for r in try dbs.query(region, "SELECT partition, next_offset FROM replicator_offsets WHERE consumer_group = $1",
+                               ["rr-test.\(region)"]) {
+            out[Int32(r[0]!)!] = Int64(r[1]!)!
+        }
+        return out
+    }
+
+    /// Waits until `region` has stored offsets equal to the high watermarks.
+    func waitCaughtUp(_ region: String, timeout: Duration = .seconds(120)) throws {
+        let high = try cluster.highWatermarks().filter { $0.value > 0 }
+        try waitUntil("region \(region) to store offsets \(high.sorted { $0.key < $1.key })", timeout: timeout) {
+            let stored = try storedOffsets(region)
+            return high.allSatisfy { stored[$0.key] == $0.value }
+        }
+    }
+
+    func waitAllCaughtUp(timeout: Duration = .seconds(120)) throws {
+        for r in regions { try waitCaughtUp(r, timeout: timeout) }
+    }
+
+    func daemonLogs() -> String { daemons.map(\.log).joined(separator: "\n---\n") }
+
+    deinit {
+        for d in daemons { d.kill9() }
+        dbs.drop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}

@@ -1,0 +1,506 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import ReplicatorApp
+
+@Suite("ConfigTests")
+struct ConfigTests {
+    static let path = "/etc/region-replicator/config.yaml"
+
+    /// CONTRACT §7's example, with a password in the DSN.
+    static let contractExample = """
+        kafka:
+          brokers: "127.0.0.1:9092"          # comma-separated bootstrap list
+          topic: chat.messages
+          group_prefix: region-replicator    # consumer group per region: "<group_prefix>.<region>"
+          properties: {}                     # extra librdkafka properties, verbatim (security.protocol, sasl.*, ssl.*)
+        regions:
+          - name: eu-west-1
+            dsn: "host=10.0.0.5 dbname=app user=replicator password=hunter2 sslmode=verify-full"   # libpq conninfo or URI
+            # dsn_file: /run/credentials/region-replicator.service/eu-west-1      (instead of dsn)
+        apply:
+          table: messages
+          max_batch_events: 1000
+          max_batch_delay_ms: 20
+          apply_to_origin: false
+        http:
+          listen: "127.0.0.1:9466"
+        log:
+          level: info                        # trace|debug|info|notice|warning|error|critical
+          format: text                       # text|json
+
+        """
+
+    static let minimal = """
+        regions:
+          - name: eu-west-1
+            dsn: "host=eu dbname=app password=hunter2"
+          - name: us-east-1
+            dsn: "postgres://replicator:hunter2@us/app"
+
+        """
+
+    func parse(_ yaml: String, env: [String: String] = [:], path: String = ConfigTests.path) throws(ConfigError) -> ReplicatorConfig {
+        try ReplicatorConfig.parse(yaml: yaml, path: path, environment: env)
+    }
+
+    /// The error `yaml` gives; fails the test when it parses.
+    func failure(
+        _ yaml: String, env: [String: String] = [:], path: String = ConfigTests.path,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) -> ConfigError? {
+        let error = #expect(throws: ConfigError.self, sourceLocation: sourceLocation) {
+            try ReplicatorConfig.parse(yaml: yaml, path: path, environment: env)
+        }
+        if let error {
+            #expect(!error.description.contains("hunter2"), "error leaks a password: \(error)", sourceLocation: sourceLocation)
+        }
+        return error
+    }
+
+    func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("config-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    // MARK: - Valid files
+
+    @Test func contractExampleParses() throws {
+        let config = try parse(Self.contractExample)
+        #expect(config.path == Self.path)
+        #expect(config.kafka.brokers == "127.0.0.1:9092")
+        #expect(config.kafka.topic == "chat.messages")
+        #expect(config.kafka.groupPrefix == "region-replicator")
+        #expect(config.kafka.properties.isEmpty)
+        #expect(config.regions.count == 1)
+        #expect(config.regions[0].name == "eu-west-1")
+        #expect(config.regions[0].dsn.value == "host=10.0.0.5 dbname=app user=replicator password=hunter2 sslmode=verify-full")
+        #expect(config.apply.table.name == "messages")
+        #expect(config.apply.table.schema == nil)
+        #expect(config.apply.maxBatchEvents == 1000)
+        #expect(config.apply.maxBatchDelayMs == 20)
+        #expect(config.apply.applyToOrigin == false)
+        #expect(config.http.listen == "127.0.0.1:9466")
+        #expect(config.http.hostAndPort?.host == "127.0.0.1")
+        #expect(config.http.hostAndPort?.port == 9466)
+        #expect(config.log.level == .info)
+        #expect(config.log.format == .text)
+        #expect(config.consumerGroup(for: config.regions[0]) == "region-replicator.eu-west-1")
+    }
+
+    @Test func defaultsWhenSectionsAreOmitted() throws {
+        let config = try parse(Self.minimal)
+        #expect(config.kafka.brokers == "127.0.0.1:9092")
+        #expect(config.kafka.topic == "chat.messages")
+        #expect(config.kafka.groupPrefix == "region-replicator")
+        #expect(config.kafka.properties == [:])
+        #expect(config.regions.map(\.name) == ["eu-west-1", "us-east-1"])
+        #expect(config.apply.table.description == "messages")
+        #expect(config.apply.maxBatchEvents == 1000)
+        #expect(config.apply.maxBatchDelayMs == 20)
+        #expect(config.apply.applyToOrigin == false)
+        #expect(config.http.listen == "127.0.0.1:9466")
+        #expect(config.log.level == .info)
+        #expect(config.log.format == .text)
+    }
+
+    @Test func emptySectionsMeanDefaults() throws {
+        let config = try parse("kafka:\napply:\nhttp: {}\nlog: ~\n" + Self.minimal)
+        #expect(config.kafka.topic == "chat.messages")
+        #expect(config.apply.maxBatchEvents == 1000)
+        #expect(config.http.listen == "127.0.0.1:9466")
+        #expect(config.log.level == .info)
+    }
+
+    @Test func everyValueCanBeSet() throws {
+        let config = try parse("""
+            kafka:
+              brokers: "k1:9092, k2:9092"
+              topic: chat_events.v2
+              group_prefix: rr
+              properties:
+                security.protocol: SASL_SSL
+                sasl.password: s3cret-kafka
+                linger.ms: 5
+                enable.idempotence: true
+                batch.size.ratio: 1.50
+                acks: "all"
+            regions:
+              - {name: a.b_c-1, dsn: "host=a password=hunter2"}
+            apply:
+              table: app.chat_messages
+              max_batch_events: 100_000
+              max_batch_delay_ms: 0
+              apply_to_origin: yes
+            http:
+              listen: "[::1]:9466"
+            log:
+              level: critical
+              format: json
+            """)
+        #expect(config.kafka.brokers == "k1:9092, k2:9092")
+        #expect(config.kafka.topic == "chat_events.v2")
+        #expect(config.kafka.groupPrefix == "rr")
+        #expect(config.kafka.properties == [
+            "security.protocol": "SASL_SSL", "sasl.password": "s3cret-kafka", "linger.ms": "5",
+            "enable.idempotence": "true", "batch.size.ratio": "1.50", "acks": "all",
+        ])
+        #expect(config.consumerGroup(for: config.regions[0]) == "rr.a.b_c-1")
+        #expect(config.apply.table.schema == "app")
+        #expect(config.apply.table.name == "chat_messages")
+        #expect(config.apply.maxBatchEvents == 100_000)
+        #expect(config.apply.maxBatchDelayMs == 0)
+        #expect(config.apply.applyToOrigin)
+        #expect(config.http.hostAndPort?.host == "::1")
+        #expect(config.http.hostAndPort?.port == 9466)
+        #expect(config.log.level == .critical)
+        #expect(config.log.format == .json)
+        // Sensitive Kafka properties are redacted when the configuration is printed.
+        #expect(!"\(config)".contains("s3cret-kafka"))
+        #expect("\(config)".contains("security.protocol=SASL_SSL"))
+    }
+
+    @Test func regionLookup() throws {
+        let config = try parse(Self.minimal)
+        #expect(try config.region(named: "us-east-1").dsn.value == "postgres://replicator:hunter2@us/app")
+        let error = #expect(throws: ConfigError.self) { try config.region(named: "ap-south-1") }
+        #expect(error?.description == "\(Self.path): unknown region \"ap-south-1\" (configured regions: eu-west-1, us-east-1)")
+    }
+
+    // MARK: - Unknown keys
+
+    @Test func unknownTopLevelKey() {
+        let error = failure("kafak:\n  topic: x\n" + Self.minimal)
+        #expect(error?.key == "kafak")
+        #expect(error?.description == "\(Self.path): kafak: unknown key (known keys: kafka, regions, apply, http, log)")
+    }
+
+    @Test func unknownNestedKey() {
+        let error = failure(Self.minimal + "apply:\n  max_batch_evnts: 10\n")
+        #expect(error?.key == "apply.max_batch_evnts")
+        #expect(error?.description
+            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, apply_to_origin)")
+    }
+
+    @Test func unknownKeyInRegionItem() {
+        let error = failure("""
+            regions:
+              - name: eu-west-1
+                dsn: "password=hunter2"
+              - name: us-east-1
+                dns: "password=hunter2"
+            """)
+        #expect(error?.key == "regions[1].dns")
+        #expect(error?.description.hasPrefix("\(Self.path): regions[1].dns: unknown key") == true)
+        #expect(error?.description.contains("name, dsn, dsn_file") == true)
+    }
+
+    @Test func mergeKeysAreUnknownKeys() {
+        let error = failure("base: &b {topic: x}\n" + Self.minimal)
+        #expect(error?.key == "base")
+    }
+
+    // MARK: - Regions
+
+    @Test func missingRegions() {
+        let error = failure("kafka:\n  topic: x\n")
+        #expect(error?.key == "regions")
+        #expect(error?.description.hasPrefix("\(Self.path): regions: required key is missing") == true)
+    }
+
+    @Test func emptyRegions() {
+        #expect(failure("regions: []\n")?.key == "regions")
+        #expect(failure("regions:\n")?.key == "regions")
+        #expect(failure("regions: {name: x}\n")?.message.contains("expected a sequence") == true)
+    }
+
+    @Test func regionItemProblems() {
+        #expect(failure("regions:\n  - eu-west-1\n")?.key == "regions[0]")
+        #expect(failure("regions:\n  - dsn: \"password=hunter2\"\n")?.key == "regions[0].name")
+        let neither = failure("regions:\n  - name: eu-west-1\n")
+        #expect(neither?.key == "regions[0]")
+        #expect(neither?.message.contains("REGION_REPLICATOR_REGION_EU_WEST_1_DSN") == true)
+        let empty = failure("regions:\n  - name: eu-west-1\n    dsn: \"  \"\n")
+        #expect(empty?.key == "regions[0].dsn")
+        #expect(failure("regions:\n  - name: eu-west-1\n    dsn: [password=hunter2]\n")?.key == "regions[0].dsn")
+    }
+
+    @Test(arguments: ["-eu", "eu west", "", "a/b", String(repeating: "a", count: 64), "ü"])
+    func invalidRegionNames(name: String) {
+        let error = failure("regions:\n  - name: \"\(name)\"\n    dsn: \"password=hunter2\"\n")
+        #expect(error?.key == "regions[0].name")
+    }
+
+    @Test func duplicateRegionNames() {
+        let error = failure("""
+            regions:
+              - {name: eu-west-1, dsn: "password=hunter2"}
+              - {name: us-east-1, dsn: "password=hunter2"}
+              - {name: eu-west-1, dsn: "password=hunter2"}
+            """)
+        #expect(error?.key == "regions[2].name")
+        #expect(error?.message.contains("regions[0].name") == true)
+    }
+
+    @Test func bothDSNAndDSNFile() {
+        let error = failure("""
+            regions:
+              - name: eu-west-1
+                dsn: "host=a password=hunter2"
+                dsn_file: eu-west-1
+            """)
+        #expect(error?.key == "regions[0]")
+        #expect(error?.message.contains("dsn_file") == true)
+    }
+
+    // MARK: - dsn_file
+
+    @Test func dsnFileRelativeToCredentialsDirectory() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "\n  host=db password=hunter2  \n\n".write(
+            to: directory.appendingPathComponent("eu-west-1"), atomically: true, encoding: .utf8)
+        let yaml = "regions:\n  - name: eu-west-1\n    dsn_file: eu-west-1\n"
+        let config = try parse(yaml, env: ["CREDENTIALS_DIRECTORY": directory.path])
+        #expect(config.regions[0].dsn.value == "host=db password=hunter2")
+        #expect(!"\(config)".contains("hunter2"))
+    }
+
+    @Test func dsnFileRelativeToConfigDirectoryAndAbsolute() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "host=one password=hunter2\n".write(to: directory.appendingPathComponent("one.dsn"), atomically: true, encoding: .utf8)
+        let absolute = directory.appendingPathComponent("two.dsn")
+        try "host=two password=hunter2".write(to: absolute, atomically: true, encoding: .utf8)
+        let configPath = directory.appendingPathComponent("config.yaml").path
+        try """
+            regions:
+              - {name: one, dsn_file: one.dsn}
+              - {name: two, dsn_file: "\(absolute.path)"}
+            """.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let config = try ReplicatorConfig.load(path: configPath, environment: [:])
+        #expect(config.path == configPath)
+        #expect(config.regions.map(\.dsn.value) == ["host=one password=hunter2", "host=two password=hunter2"])
+    }
+
+    @Test func unreadableOrEmptyDSNFile() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let missing = failure(
+            "regions:\n  - name: eu-west-1\n    dsn_file: nope\n", env: ["CREDENTIALS_DIRECTORY": directory.path])
+        #expect(missing?.key == "regions[0].dsn_file")
+        #expect(missing?.message.contains(directory.appendingPathComponent("nope").path) == true)
+        #expect(missing?.message.contains("No such file") == true)
+
+        try "  \n".write(to: directory.appendingPathComponent("blank"), atomically: true, encoding: .utf8)
+        let blank = failure("regions:\n  - name: eu-west-1\n    dsn_file: blank\n", env: ["CREDENTIALS_DIRECTORY": directory.path])
+        #expect(blank?.key == "regions[0].dsn_file")
+        #expect(blank?.message.contains("empty") == true)
+    }
+
+    // MARK: - Invalid files
+
+    @Test func invalidYAML() {
+        let error = failure("regions:\n  - name: eu-west-1\n    dsn: \"password=hunter2\n  bad: [\n")
+        #expect(error?.key == nil)
+        #expect(error?.message.contains("invalid YAML at line") == true)
+        #expect(error?.description.hasPrefix("\(Self.path): invalid YAML") == true)
+
+        let mapping = failure("regions:\n  - name: x\n   dsn: password=hunter2\n")
+        #expect(mapping?.message.contains("line 3") == true)
+
+        let control = failure("regions: []\nkafka: [x\u{1}]\n")
+        #expect(control?.message == "invalid YAML at line 2, column 10: control characters are not allowed")
+    }
+
+    @Test func duplicateYAMLKeysDoNotEchoTheDocument() {
+        let error = failure("regions:\n  - name: x\n    dsn: password=hunter2\n    dsn: password=hunter2\n")
+        #expect(error?.key == nil)
+        #expect(error?.message.contains("duplicate key \"dsn\"") == true)
+    }
+
+    @Test func emptyFileOrNotAMapping() {
+        #expect(failure("")?.key == nil)
+        #expect(failure("# only a comment\n")?.message.contains("empty") == true)
+        #expect(failure("- a\n- b\n")?.message.contains("got a sequence") == true)
+        #expect(failure("just a string\n")?.message.contains("top level") == true)
+    }
+
+    @Test func loadMissingFile() {
+        let error = #expect(throws: ConfigError.self) {
+            try ReplicatorConfig.load(path: "/nonexistent/region-replicator.yaml", environment: [:])
+        }
+        #expect(error?.description == "/nonexistent/region-replicator.yaml: cannot read configuration file: No such file or directory")
+    }
+
+    @Test(arguments: ["messages; drop table x", "a.b.c", "1abc", String(repeating: "m", count: 64), "", "app.", "\"quoted\""])
+    func unsafeTableNames(table: String) {
+        let yaml = Self.minimal + "apply:\n  table: '\(table)'\n"
+        let error = failure(yaml)
+        #expect(error?.key == "apply.table")
+        #expect(error?.description.hasPrefix("\(Self.path): apply.table: invalid table name") == true)
+    }
+
+    @Test func wrongTypes() {
+        let lots = failure(Self.minimal + "apply:\n  max_batch_events: lots\n")
+        #expect(lots?.key == "apply.max_batch_events")
+        #expect(lots?.message == "expected an integer, got \"lots\"")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_events: 1.5\n")?.key == "apply.max_batch_events")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_delay_ms: [1]\n")?.message == "expected an integer, got a sequence")
+        #expect(failure(Self.minimal + "apply:\n  apply_to_origin: maybe\n")?.message.contains("expected a boolean") == true)
+        #expect(failure(Self.minimal + "apply:\n  apply_to_origin: \"true\"\n")?.key == "apply.apply_to_origin")
+        #expect(failure(Self.minimal + "kafka:\n  topic: {a: b}\n")?.message == "expected a string, got a mapping")
+        #expect(failure(Self.minimal + "kafka:\n  topic:\n")?.message == "expected a string, got null")
+        #expect(failure(Self.minimal + "kafka: [a]\n")?.key == "kafka")
+        #expect(failure(Self.minimal + "kafka:\n  properties: [a]\n")?.key == "kafka.properties")
+        let nested = failure(Self.minimal + "kafka:\n  properties:\n    sasl:\n      password: hunter2\n")
+        #expect(nested?.key == "kafka.properties.sasl")
+    }
+
+    @Test func outOfRangeAndBadValues() {
+        let long = String(repeating: "x", count: 100)
+        #expect(failure(Self.minimal + "apply:\n  max_batch_events: 0\n")?.message == "must be between 1 and 100000, got 0")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_events: 100001\n")?.key == "apply.max_batch_events")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_delay_ms: -1\n")?.key == "apply.max_batch_delay_ms")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_delay_ms: 60001\n")?.key == "apply.max_batch_delay_ms")
+        #expect(failure(Self.minimal + "kafka:\n  topic: \"\"\n")?.key == "kafka.topic")
+        #expect(failure(Self.minimal + "kafka:\n  topic: \"a b\"\n")?.key == "kafka.topic")
+        #expect(failure(Self.minimal + "kafka:\n  group_prefix: \"\"\n")?.key == "kafka.group_prefix")
+        #expect(failure(Self.minimal + "kafka:\n  brokers: \"\"\n")?.key == "kafka.brokers")
+        #expect(failure(Self.minimal + "kafka:\n  brokers: \"a:1,,b:2\"\n")?.key == "kafka.brokers")
+        let level = failure(Self.minimal + "log:\n  level: \(long)\n")
+        #expect(level?.key == "log.level")
+        #expect(level?.message.contains(String(repeating: "x", count: 60) + "…\"") == true)
+        #expect(level?.message.contains(String(repeating: "x", count: 61)) == false)
+        #expect(failure(Self.minimal + "log:\n  format: xml\n")?.key == "log.format")
+    }
+
+    @Test(arguments: ["127.0.0.1:9466", "0.0.0.0:1", "localhost:65535", "[::1]:9466", "[::]:80", "[fe80::1%eth0]:9466"])
+    func validListenAddresses(listen: String) throws {
+        let config = try parse(Self.minimal + "http:\n  listen: \"\(listen)\"\n")
+        #expect(config.http.listen == listen)
+        #expect(config.http.hostAndPort != nil)
+    }
+
+    @Test(arguments: ["localhost", "::1:9466", ":9466", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:http", "[::1]9466", "[::1]:", "a b:80", "[zz]:80"])
+    func invalidListenAddresses(listen: String) {
+        let error = failure(Self.minimal + "http:\n  listen: \"\(listen)\"\n")
+        #expect(error?.key == "http.listen")
+    }
+
+    // MARK: - Environment overrides
+
+    @Test func environmentOverrides() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let yaml = """
+            regions:
+              - name: eu-west-1
+                dsn_file: does-not-exist    # replaced by the environment, so never read
+              - name: us.east_1
+                dsn: "host=us password=hunter2"
+            """
+        let config = try parse(yaml, env: [
+            "REGION_REPLICATOR_KAFKA_BROKERS": "b1:9092,b2:9092",
+            "REGION_REPLICATOR_KAFKA_TOPIC": "other.topic",
+            "REGION_REPLICATOR_KAFKA_GROUP_PREFIX": "rr-test",
+            "REGION_REPLICATOR_APPLY_TABLE": "app.msgs",
+            "REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS": "500",
+            "REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS": "0",
+            "REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN": "TRUE",
+            "REGION_REPLICATOR_HTTP_LISTEN": "0.0.0.0:9999",
+            "REGION_REPLICATOR_LOG_LEVEL": "debug",
+            "REGION_REPLICATOR_LOG_FORMAT": "json",
+            "REGION_REPLICATOR_REGION_EU_WEST_1_DSN": "host=env password=hunter2",
+            "REGION_REPLICATOR_CONFIG": "/somewhere/else.yaml",  // not ours: ignored
+            "CREDENTIALS_DIRECTORY": directory.path,
+        ])
+        #expect(config.kafka.brokers == "b1:9092,b2:9092")
+        #expect(config.kafka.topic == "other.topic")
+        #expect(config.kafka.groupPrefix == "rr-test")
+        #expect(config.apply.table.description == "app.msgs")
+        #expect(config.apply.maxBatchEvents == 500)
+        #expect(config.apply.maxBatchDelayMs == 0)
+        #expect(config.apply.applyToOrigin)
+        #expect(config.http.listen == "0.0.0.0:9999")
+        #expect(config.log.level == .debug)
+        #expect(config.log.format == .json)
+        #expect(config.regions[0].dsn.value == "host=env password=hunter2")
+        #expect(config.regions[1].dsn.value == "host=us password=hunter2")
+        #expect(ReplicatorConfig.dsnEnvironmentVariable(forRegion: "us.east_1") == "REGION_REPLICATOR_REGION_US_EAST_1_DSN")
+        #expect(ReplicatorConfig.dsnEnvironmentVariable(forRegion: "eu-west-1") == "REGION_REPLICATOR_REGION_EU_WEST_1_DSN")
+    }
+
+    @Test func environmentSuppliesAMissingDSN() throws {
+        let config = try parse("regions:\n  - name: eu-west-1\n", env: ["REGION_REPLICATOR_REGION_EU_WEST_1_DSN": "password=hunter2"])
+        #expect(config.regions[0].dsn.value == "password=hunter2")
+    }
+
+    @Test func badEnvironmentValues() {
+        let integer = failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS": "lots"])
+        #expect(integer?.file == Self.path)
+        #expect(integer?.key == "REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS")
+        #expect(integer?.description == "\(Self.path): REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS: expected an integer, got \"lots\"")
+
+        let range = failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS": "60001"])
+        #expect(range?.key == "REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN": "sometimes"])?.key
+            == "REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_TABLE": "x; drop table y"])?.key == "REGION_REPLICATOR_APPLY_TABLE")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_HTTP_LISTEN": "nope"])?.key == "REGION_REPLICATOR_HTTP_LISTEN")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_LOG_LEVEL": "loud"])?.key == "REGION_REPLICATOR_LOG_LEVEL")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_KAFKA_TOPIC": ""])?.key == "REGION_REPLICATOR_KAFKA_TOPIC")
+        let dsn = failure(Self.minimal, env: ["REGION_REPLICATOR_REGION_US_EAST_1_DSN": " "])
+        #expect(dsn?.key == "REGION_REPLICATOR_REGION_US_EAST_1_DSN")
+    }
+
+    @Test func unknownEnvironmentVariables() {
+        let typo = failure(Self.minimal, env: ["REGION_REPLICATOR_KAFKA_BROKER": "x:1"])
+        #expect(typo?.key == "REGION_REPLICATOR_KAFKA_BROKER")
+        #expect(typo?.message.contains("REGION_REPLICATOR_KAFKA_BROKERS") == true)
+
+        let region = failure(Self.minimal, env: ["REGION_REPLICATOR_REGION_AP_SOUTH_1_DSN": "password=hunter2"])
+        #expect(region?.key == "REGION_REPLICATOR_REGION_AP_SOUTH_1_DSN")
+        #expect(region?.message.contains("REGION_REPLICATOR_REGION_EU_WEST_1_DSN") == true)
+
+        let ambiguous = failure(
+            "regions:\n  - {name: eu-west-1, dsn: a}\n  - {name: eu.west.1, dsn: b}\n",
+            env: ["REGION_REPLICATOR_REGION_EU_WEST_1_DSN": "password=hunter2"])
+        #expect(ambiguous?.message.contains("ambiguous") == true)
+    }
+
+    // MARK: - Secrets
+
+    @Test func secretsAreNeverPrinted() throws {
+        let secret = Secret("password=hunter2")
+        #expect(secret.value == "password=hunter2")
+        #expect(secret.description == "<redacted>")
+        #expect(!"\(secret)".contains("hunter2"))
+        #expect(!String(reflecting: secret).contains("hunter2"))
+        var dumped = ""
+        dump(secret, to: &dumped)
+        #expect(!dumped.contains("hunter2"))
+
+        let config = try parse(Self.minimal)
+        #expect(!"\(config)".contains("hunter2"))
+        #expect(!String(reflecting: config).contains("hunter2"))
+        #expect(!"\(config.regions)".contains("hunter2"))
+        #expect(!String(reflecting: config.regions[0]).contains("hunter2"))
+        #expect("\(config)".contains("eu-west-1"))
+        var dumpedConfig = ""
+        dump(config, to: &dumpedConfig)
+        #expect(!dumpedConfig.contains("hunter2"))
+    }
+
+    @Test func errorsNeverQuoteADSN() {
+        // A YAML error on the line with the password: Yams' own message would echo that line.
+        let scanner = failure("regions:\n  - name: eu\n    dsn: password=hunter2: oops\n")
+        #expect(scanner?.key == nil)
+        // A non-string DSN.
+        #expect(failure("regions:\n  - name: eu\n    dsn: {password: hunter2}\n")?.key == "regions[0].dsn")
+        // A DSN placed under a wrong key.
+        #expect(failure("regions:\n  - name: eu\n    dsn_fil: password=hunter2\n")?.key == "regions[0].dsn_fil")
+    }
+}
