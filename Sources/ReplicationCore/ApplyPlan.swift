@@ -72,6 +72,11 @@ public struct ApplyPlan: Sendable {
     public var messageTombstones: [MessageDeletion] = []
     public var sessionTombstones: [SessionDeletion] = []
     public var deadLetters: [DeadLetter] = []
+    /// Kafka timestamps (ms) of the records that supplied each kept item, parallel to the arrays
+    /// above: for the apply-latency histogram of the events the database then applies.
+    public var upsertTimestamps: [Int64?] = []
+    public var messageTombstoneTimestamps: [Int64?] = []
+    public var sessionTombstoneTimestamps: [Int64?] = []
     /// Outcomes already decided without the database.
     public var decided = OutcomeCounts()
 
@@ -92,6 +97,7 @@ public struct ApplyPlan: Sendable {
                     let kept = upserts[i]
                     if u.version > kept.version {
                         upserts[i] = u
+                        upsertTimestamps[i] = r.record.timestampMs
                         decided[.stale] += 1
                     } else {
                         decided[u.version == kept.version ? .duplicate : .stale] += 1
@@ -99,12 +105,14 @@ public struct ApplyPlan: Sendable {
                 } else {
                     upsertIndex[u.messageID] = upserts.count
                     upserts.append(u)
+                    upsertTimestamps.append(r.record.timestampMs)
                 }
             case .success(.messageDeleted(let d)):
                 if let i = tombIndex[d.messageID] {
                     let kept = messageTombstones[i]
                     if d.version > kept.version {
                         messageTombstones[i] = d
+                        messageTombstoneTimestamps[i] = r.record.timestampMs
                         decided[.stale] += 1
                     } else {
                         decided[d.version == kept.version ? .duplicate : .stale] += 1
@@ -112,12 +120,14 @@ public struct ApplyPlan: Sendable {
                 } else {
                     tombIndex[d.messageID] = messageTombstones.count
                     messageTombstones.append(d)
+                    messageTombstoneTimestamps.append(r.record.timestampMs)
                 }
             case .success(.sessionDeleted(let s)):
                 if let i = sessionIndex[s.sessionID] {
                     let kept = sessionTombstones[i]
                     if s.occurredAt > kept.occurredAt {
                         sessionTombstones[i] = s
+                        sessionTombstoneTimestamps[i] = r.record.timestampMs
                         decided[.stale] += 1
                     } else {
                         decided[s.occurredAt == kept.occurredAt ? .duplicate : .stale] += 1
@@ -125,6 +135,7 @@ public struct ApplyPlan: Sendable {
                 } else {
                     sessionIndex[s.sessionID] = sessionTombstones.count
                     sessionTombstones.append(s)
+                    sessionTombstoneTimestamps.append(r.record.timestampMs)
                 }
             }
         }

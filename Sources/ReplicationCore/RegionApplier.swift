@@ -15,6 +15,20 @@ public struct PartitionProgress: Sendable, Hashable {
     }
 }
 
+/// What one apply call did.
+public struct ApplyResult: Sendable {
+    public var counts = OutcomeCounts()
+    /// Kafka timestamps (ms) of the records whose events the database applied.
+    public var appliedTimestampsMs: [Int64] = []
+
+    public init() {}
+
+    mutating func merge(_ other: ApplyResult) {
+        counts = counts + other.counts
+        appliedTimestampsMs += other.appliedTimestampsMs
+    }
+}
+
 /// Applies batches to one region's database: the single apply path used by the daemon (and
 /// by replay and dead-letter retry).
 ///
@@ -42,15 +56,15 @@ public final class RegionApplier: @unchecked Sendable {
     /// - Returns: the outcome of every record.
     /// - Throws: ``PostgresError`` for transient failures (nothing was committed).
     public func apply(_ records: [DecodedRecord], progress: [PartitionProgress], consumerGroup: String?,
-                      topic: String, on db: PostgresConnection, dryRun: Bool = false) throws(PostgresError) -> OutcomeCounts {
+                      topic: String, on db: PostgresConnection, dryRun: Bool = false) throws(PostgresError) -> ApplyResult {
         do {
             return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
                 let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
-                var counts = plan.decided
-                counts = counts + (try applyPlan(plan, on: db))
+                var result = try applyPlan(plan, on: db)
+                result.counts = result.counts + plan.decided
                 try insertDeadLetters(plan.deadLetters, on: db)
                 try storeProgress(progress, group: consumerGroup, topic: topic, on: db)
-                return counts
+                return result
             }
         } catch let error where error.isDataError {
             return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
@@ -62,15 +76,15 @@ public final class RegionApplier: @unchecked Sendable {
     // MARK: - Transactions
 
     private func transaction(_ db: PostgresConnection, dryRun: Bool,
-                             _ body: () throws(PostgresError) -> OutcomeCounts) throws(PostgresError) -> OutcomeCounts {
+                             _ body: () throws(PostgresError) -> ApplyResult) throws(PostgresError) -> ApplyResult {
         try db.execute("BEGIN")
         do {
             // Serialises writers of this region's table (daemon instances during a rebalance,
             // replay jobs): the tombstone checks then see every committed deletion.
             try db.query(sql.lock)
-            let counts = try body()
+            let result = try body()
             try db.execute(dryRun ? "ROLLBACK" : "COMMIT")
-            return counts
+            return result
         } catch {
             if db.isOpen { try? db.execute("ROLLBACK") }
             throw error
@@ -79,60 +93,68 @@ public final class RegionApplier: @unchecked Sendable {
 
     /// Event by event under savepoints: isolates the records the database refuses.
     private func applyIsolated(_ records: [DecodedRecord], progress: [PartitionProgress], group: String?,
-                               topic: String, on db: PostgresConnection) throws(PostgresError) -> OutcomeCounts {
-        var counts = OutcomeCounts()
+                               topic: String, on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
+        var result = ApplyResult()
         var dead: [DeadLetter] = []
         for r in records {
             let plan = ApplyPlan(records: [r], region: region, applyToOrigin: applyToOrigin)
             dead += plan.deadLetters
-            counts = counts + plan.decided
+            result.counts = result.counts + plan.decided
             guard plan.pendingCount > 0 else { continue }
             try db.execute("SAVEPOINT one_event")
             do {
-                counts = counts + (try applyPlan(plan, on: db))
+                result.merge(try applyPlan(plan, on: db))
                 try db.execute("RELEASE SAVEPOINT one_event")
             } catch let error where error.isDataError {
                 try db.execute("ROLLBACK TO SAVEPOINT one_event")
                 dead.append(DeadLetter(record: r.record, error: "rejected by the region's database: \(error)"))
-                counts[.deadLettered] += 1
+                result.counts[.deadLettered] += 1
             }
         }
         try insertDeadLetters(dead, on: db)
         try storeProgress(progress, group: group, topic: topic, on: db)
-        return counts
+        return result
     }
 
     // MARK: - The set operations
 
-    private func applyPlan(_ plan: ApplyPlan, on db: PostgresConnection) throws(PostgresError) -> OutcomeCounts {
-        var counts = OutcomeCounts()
+    private func applyPlan(_ plan: ApplyPlan, on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
+        var result = ApplyResult()
+        /// Each statement returns (applied, same-version duplicates, ordinalities of the applied rows).
+        func account(_ r: PostgresResult, total: Int, timestamps: [Int64?]) {
+            let row = r.rows.first ?? []
+            let applied = Int((row.first ?? nil) ?? "0") ?? 0
+            let same = row.count > 1 ? Int(row[1] ?? "0") ?? 0 : 0
+            result.counts[.applied] += applied
+            result.counts[.duplicate] += same
+            result.counts[.stale] += total - applied - same
+            if row.count > 2, let list = row[2] {
+                for i in list.split(separator: ",") {
+                    if let i = Int(i), i >= 1, i <= timestamps.count, let ts = timestamps[i - 1] {
+                        result.appliedTimestampsMs.append(ts)
+                    }
+                }
+            }
+        }
         if !plan.sessionTombstones.isEmpty {
             let s = plan.sessionTombstones
-            let r = try db.query(sql.sessionTombstones, [
+            account(try db.query(sql.sessionTombstones, [
                 PostgresArray.text(s.map(\.sessionID)),
                 PostgresArray.text(s.map(\.occurredAt.postgresText)),
-            ])
-            let applied = Int(r.rows.first?[0] ?? "0") ?? 0
-            counts[.applied] += applied
-            counts[.duplicate] += s.count - applied
+            ]), total: s.count, timestamps: plan.sessionTombstoneTimestamps)
         }
         if !plan.messageTombstones.isEmpty {
             let d = plan.messageTombstones
-            let r = try db.query(sql.messageTombstones, [
+            account(try db.query(sql.messageTombstones, [
                 PostgresArray.text(d.map(\.messageID.uuidString)),
                 PostgresArray.text(d.map(\.sessionID)),
                 PostgresArray.integers(d.map(\.version)),
                 PostgresArray.text(d.map(\.occurredAt.postgresText)),
-            ])
-            let applied = Int(r.rows.first?[0] ?? "0") ?? 0
-            let same = Int(r.rows.first?[1] ?? "0") ?? 0
-            counts[.applied] += applied
-            counts[.duplicate] += same
-            counts[.stale] += d.count - applied - same
+            ]), total: d.count, timestamps: plan.messageTombstoneTimestamps)
         }
         if !plan.upserts.isEmpty {
             let u = plan.upserts
-            let r = try db.query(sql.upserts, [
+            account(try db.query(sql.upserts, [
                 PostgresArray.text(u.map(\.messageID.uuidString)),
                 PostgresArray.text(u.map(\.sessionID)),
                 PostgresArray.text(u.map(\.role.rawValue)),
@@ -140,14 +162,9 @@ public final class RegionApplier: @unchecked Sendable {
                 PostgresArray.text(u.map(\.originRegion)),
                 PostgresArray.text(u.map(\.createdAt.postgresText)),
                 PostgresArray.integers(u.map(\.version)),
-            ])
-            let applied = Int(r.rows.first?[0] ?? "0") ?? 0
-            let same = Int(r.rows.first?[1] ?? "0") ?? 0
-            counts[.applied] += applied
-            counts[.duplicate] += same
-            counts[.stale] += u.count - applied - same
+            ]), total: u.count, timestamps: plan.upsertTimestamps)
         }
-        return counts
+        return result
     }
 
     private func insertDeadLetters(_ dead: [DeadLetter], on db: PostgresConnection) throws(PostgresError) {
@@ -203,37 +220,42 @@ struct Statements {
         lock = "SELECT pg_advisory_xact_lock(hashtext('region-replicator apply ' || $$\(table.description)$$))"
         // Applied = the tombstone moved forward; the delete removes what it covers either way.
         sessionTombstones = """
-            WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS s(session_id, deleted_at)),
+            WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(session_id, deleted_at, i)),
             t AS (INSERT INTO replicator_session_tombstones AS t (session_id, deleted_at)
                   SELECT session_id, deleted_at FROM s
                   ON CONFLICT (session_id) DO UPDATE SET deleted_at = excluded.deleted_at
                   WHERE t.deleted_at < excluded.deleted_at
-                  RETURNING 1),
+                  RETURNING t.session_id),
             d AS (DELETE FROM \(t) m USING s WHERE m.session_id = s.session_id AND m.created_at <= s.deleted_at
                   RETURNING 1)
-            SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM d)
+            SELECT (SELECT count(*) FROM t),
+                   (SELECT count(*) FROM s JOIN replicator_session_tombstones o
+                      ON o.session_id = s.session_id AND o.deleted_at = s.deleted_at),
+                   (SELECT string_agg(s.i::text, ',') FROM t JOIN s USING (session_id)),
+                   (SELECT count(*) FROM d)
             """
         messageTombstones = """
-            WITH d AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
-                       AS d(message_id, session_id, version, deleted_at)),
+            WITH d AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[]) WITH ORDINALITY
+                       AS d(message_id, session_id, version, deleted_at, i)),
             t AS (INSERT INTO replicator_message_tombstones AS t (message_id, session_id, version, deleted_at)
                   SELECT message_id, session_id, version, deleted_at FROM d
                   ON CONFLICT (message_id) DO UPDATE
                   SET version = excluded.version, session_id = excluded.session_id, deleted_at = excluded.deleted_at
                   WHERE t.version < excluded.version
-                  RETURNING 1),
+                  RETURNING t.message_id),
             x AS (DELETE FROM \(t) m USING d WHERE m.message_id = d.message_id AND m.version <= d.version
                   RETURNING 1)
             SELECT (SELECT count(*) FROM t),
                    (SELECT count(*) FROM d JOIN replicator_message_tombstones o
-                      ON o.message_id = d.message_id AND o.version = d.version)
+                      ON o.message_id = d.message_id AND o.version = d.version),
+                   (SELECT string_agg(d.i::text, ',') FROM t JOIN d USING (message_id))
             """
         // The NOT EXISTS pre-checks skip duplicates, stale versions and tombstoned messages
         // without taking a row lock; ON CONFLICT … WHERE keeps the version guard under races.
         upserts = """
             WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                           $6::timestamptz[], $7::bigint[])
-                       AS u(message_id, session_id, role, content, region, created_at, version)),
+                                           $6::timestamptz[], $7::bigint[]) WITH ORDINALITY
+                       AS u(message_id, session_id, role, content, region, created_at, version, i)),
             ins AS (INSERT INTO \(t) AS m (message_id, session_id, role, content, region, created_at, version)
                     SELECT u.message_id, u.session_id, u.role, u.content, u.region, u.created_at, u.version FROM u
                     WHERE NOT EXISTS (SELECT 1 FROM \(t) e WHERE e.message_id = u.message_id AND e.version >= u.version)
@@ -246,9 +268,10 @@ struct Statements {
                         region = excluded.region, created_at = excluded.created_at, version = excluded.version,
                         replicated_at = now()
                     WHERE m.version < excluded.version
-                    RETURNING 1)
+                    RETURNING m.message_id)
             SELECT (SELECT count(*) FROM ins),
-                   (SELECT count(*) FROM u JOIN \(t) e ON e.message_id = u.message_id AND e.version = u.version)
+                   (SELECT count(*) FROM u JOIN \(t) e ON e.message_id = u.message_id AND e.version = u.version),
+                   (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id))
             """
         deadLetters = """
             INSERT INTO replicator_dead_letters (topic, partition, "offset", record_key, payload, error, first_seen)

@@ -49,6 +49,8 @@ public final class RegionPipeline: @unchecked Sendable {
     public let settings: PipelineSettings
     private let logger: Logger
     private let applier: RegionApplier
+    private let status: ReplicationStatus
+    private let metrics: RegionMetrics
     private let stopRequested = Atomic<Bool>(false)
 
     // Pipeline-thread state.
@@ -59,8 +61,13 @@ public final class RegionPipeline: @unchecked Sendable {
     private var lastProgressLog = ContinuousClock.now
     private var totals = OutcomeCounts()
 
-    public init(settings: PipelineSettings, logger: Logger) {
+    /// Longest a healthy loop goes without a heartbeat (a query may take up to its 60 s timeout).
+    static let heartbeatTimeout: Duration = .seconds(90)
+
+    public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger) {
         self.settings = settings
+        self.status = status
+        self.metrics = metrics
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
         self.logger = logger
@@ -71,6 +78,10 @@ public final class RegionPipeline: @unchecked Sendable {
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
 
     private var stopping: Bool { stopRequested.load(ordering: .relaxed) }
+
+    private func heartbeat() {
+        status.heartbeat(region: settings.region, loop: "pipeline", timeout: Self.heartbeatTimeout)
+    }
 
     /// Runs the pipeline on a dedicated thread until ``requestStop()``; returns when the thread ends.
     /// - Throws: ``PipelineError`` on a fatal Kafka error.
@@ -148,6 +159,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private func fillBatch(_ consumer: KafkaConsumer) throws {
         var deadline: ContinuousClock.Instant? = nil
         while pending.count < settings.maxBatchEvents && !stopping {
+            heartbeat()
             let timeout: Int32
             if let deadline {
                 let left = deadline - ContinuousClock.now
@@ -200,9 +212,14 @@ public final class RegionPipeline: @unchecked Sendable {
             let progress = Self.progress(of: pending)
             do {
                 let db = try ensureConnectedOnce()
-                let counts = try applier.apply(decoded, progress: progress, consumerGroup: settings.consumerGroup,
+                let started = ContinuousClock.now
+                let result = try applier.apply(decoded, progress: progress, consumerGroup: settings.consumerGroup,
                                                topic: settings.topic, on: db)
-                totals = totals + counts
+                let committedAt = Timestamp.now
+                metrics.batchCommitted(result, duration: ContinuousClock.now - started,
+                                       committedAtMs: committedAt.microseconds / 1000)
+                status.committed(region: settings.region, progress: progress, at: committedAt.secondsSinceEpoch)
+                totals = totals + result.counts
                 for p in progress { owned[p.partition] = p.nextOffset }
                 pending.removeAll(keepingCapacity: true)
                 do {
@@ -215,6 +232,8 @@ public final class RegionPipeline: @unchecked Sendable {
                 return
             } catch {
                 let delay = backoff.next()
+                metrics.retried()
+                status.pipelineDatabase(region: settings.region, connected: false, problem: "\(error)")
                 logger.warning("apply failed, retrying", metadata: [
                     "error": "\(error)", "attempt": "\(backoff.attempt)", "retry_in_ms": "\(delay.milliseconds)"])
                 if paused.isEmpty {
@@ -224,6 +243,7 @@ public final class RegionPipeline: @unchecked Sendable {
                 // Wait, serving the consumer (group heartbeats, rebalances) meanwhile.
                 let until = ContinuousClock.now.advanced(by: delay)
                 while ContinuousClock.now < until && !stopping {
+                    heartbeat()
                     if case .error(let e, true)? = consumer.poll(timeoutMs: 100) {
                         logger.error("fatal Kafka error during retry", metadata: ["error": "\(e)"])
                     }
@@ -280,7 +300,9 @@ public final class RegionPipeline: @unchecked Sendable {
                         return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.storedOffset) }
                     }
                     let delay = backoff.next()
+                    status.pipelineDatabase(region: settings.region, connected: false, problem: "\(error)")
                     logger.warning("cannot read stored offsets, retrying", metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])
+                    heartbeat()
                     Thread.sleep(forTimeInterval: delay.seconds)
                 }
             }
@@ -300,6 +322,7 @@ public final class RegionPipeline: @unchecked Sendable {
             throw PipelineError(description: "region \(settings.region) is not migrated (missing: \(missing.joined(separator: ", "))); run `region-replicator migrate`")
         }
         db = c
+        status.pipelineDatabase(region: settings.region, connected: true, problem: nil)
         logger.info("connected to the region's database", metadata: ["database": "\(PostgresConnection.describe(settings.conninfo))"])
         return c
     }
@@ -313,6 +336,8 @@ public final class RegionPipeline: @unchecked Sendable {
                 return
             } catch {
                 let delay = backoff.next()
+                status.pipelineDatabase(region: settings.region, connected: false, problem: "\(error)")
+                heartbeat()
                 logger.warning("region database unavailable, retrying", metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])
                 Thread.sleep(forTimeInterval: delay.seconds)
             }

@@ -73,13 +73,23 @@ struct Run: AsyncParsableCommand {
             printError("configuration error: \(config.path): kafka.properties: \(error)")
             throw ExitCode.configuration
         }
-        let pipelines = config.regions.map { RegionPipeline(settings: config.pipelineSettings(for: $0), logger: logger) }
+        let status = ReplicationStatus(topic: config.kafka.topic, regions: config.regions.map(\.name))
+        var services: [any Service] = []
+        var monitors: [any Service] = []
+        for region in config.regions {
+            let settings = config.pipelineSettings(for: region)
+            let metrics = RegionMetrics(region: region.name)
+            services.append(RegionPipeline(settings: settings, status: status, metrics: metrics, logger: logger))
+            monitors.append(LagMonitor(settings: settings, status: status, metrics: metrics, logger: logger))
+        }
         logger.info("starting", metadata: [
             "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
             "regions": "\(config.regions.map(\.name).joined(separator: ","))"])
         let group = ServiceGroup(configuration: .init(
-            services: pipelines.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
-                                            failureTerminationBehavior: .gracefullyShutdownGroup) },
+            // Shutdown runs in reverse order: the pipelines (last) drain and commit first.
+            services: (monitors + services).map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do {

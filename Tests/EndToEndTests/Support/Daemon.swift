@@ -2,38 +2,28 @@ import Foundation
 
 /// A `region-replicator` child process with its output in a log file.
 final class Daemon: @unchecked Sendable {
-    let process = Process()
+    let child: ChildProcess
     let logPath: String
 
     /// Starts `region-replicator <arguments>`.
     init(_ arguments: [String], logPath: String, environment: [String: String] = [:]) throws {
         self.logPath = logPath
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        log.seekToEndOfFile()
-        process.executableURL = URL(fileURLWithPath: TestEnvironment.replicatorBinary)
-        process.arguments = arguments
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
-        process.environment = env
-        try process.run()
+        child = try ChildProcess(TestEnvironment.replicatorBinary, arguments, outputPath: logPath, environment: env)
     }
 
-    var isRunning: Bool { process.isRunning }
-    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { child.isRunning }
+    var pid: Int32 { child.pid }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
+    func signal(_ sig: Int32) { child.signal(sig) }
 
-    /// Waits for the process to exit and returns its status.
+    /// Waits for the process to exit and returns its status (128+signal when killed).
     @discardableResult
     func wait(timeout: Duration = .seconds(30)) throws -> Int32 {
-        try waitUntil("region-replicator (pid \(pid)) to exit", timeout: timeout, interval: .milliseconds(50)) { !process.isRunning }
-        return process.terminationStatus
+        try child.wait(timeout: timeout)
     }
 
     /// SIGKILL, then reap. Safe to call more than once.
@@ -42,23 +32,17 @@ final class Daemon: @unchecked Sendable {
         _ = try? wait(timeout: .seconds(10))
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+    deinit { kill9() }
 }
 
-/// Runs `region-replicator <arguments>` to completion.
-func runReplicator(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: TestEnvironment.replicatorBinary)
-    p.arguments = arguments
+/// Runs `region-replicator <arguments>` to completion and returns its status and output.
+func runReplicator(_ arguments: [String], environment: [String: String] = [:],
+                   timeout: Duration = .seconds(120)) throws -> (status: Int32, output: String) {
+    let outPath = NSTemporaryDirectory() + "rr-run-\(UUID().uuidString).out"
+    defer { try? FileManager.default.removeItem(atPath: outPath) }
     var env = ProcessInfo.processInfo.environment
     for (k, v) in environment { env[k] = v }
-    p.environment = env
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    return (p.terminationStatus, out)
+    let child = try ChildProcess(TestEnvironment.replicatorBinary, arguments, outputPath: outPath, environment: env)
+    let status = try child.wait(timeout: timeout)
+    return (status, (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "")
 }

@@ -44,6 +44,13 @@ enum TestEnvironment {
 
     static var replicatorBinary: String { binDir + "/region-replicator" }
 
+    /// Fails the test when the binary is not built.
+    static func requireBinary() throws {
+        guard FileManager.default.isExecutableFile(atPath: replicatorBinary) else {
+            throw TestSetupError("no region-replicator binary at \(replicatorBinary): run `swift build` or `bash scripts/test`")
+        }
+    }
+
     /// Fails the test with a clear message when scripts/test did not set things up.
     static func require() throws {
         guard servers.count >= 3 else {
@@ -60,18 +67,16 @@ enum TestEnvironment {
 
     /// Runs a command to completion; throws with its output when it fails.
     @discardableResult
-    static func run(_ path: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw TestSetupError("\(path) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(out)")
+    static func run(_ path: String, _ args: [String], timeout: Duration = .seconds(120)) throws -> String {
+        // Output goes to a file, not a pipe: `pg_ctl start` leaves the postmaster holding
+        // its stdout, so a pipe would never reach end-of-file.
+        let outPath = NSTemporaryDirectory() + "rr-cmd-\(UUID().uuidString).out"
+        defer { try? FileManager.default.removeItem(atPath: outPath) }
+        let child = try ChildProcess(path, args, outputPath: outPath)
+        let status = try child.wait(timeout: timeout)
+        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            throw TestSetupError("\(path) \(args.joined(separator: " ")) exited \(status): \(out)")
         }
         return out
     }

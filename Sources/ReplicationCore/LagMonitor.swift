@@ -1,0 +1,170 @@
+import Foundation
+import KafkaClient
+public import Logging
+import PostgresClient
+public import ServiceLifecycle
+import Synchronization
+
+/// Measures one region's lag on its own thread, independent of its pipeline (so a stuck or
+/// retrying pipeline still has true, growing figures):
+///
+/// every `interval`: the topic's high watermarks (from the broker), the region's stored next
+/// offsets (from its database — which is also the `region_up` probe; Kafka's committed offsets
+/// for the region's group stand in when the database has never answered), and the Kafka
+/// timestamp of the oldest unapplied record of each lagging partition (read once per offset).
+public final class LagMonitor: Service, @unchecked Sendable {
+    // @unchecked Sendable: mutable state is confined to the monitor thread; `stop` is atomic.
+    public let settings: PipelineSettings
+    private let status: ReplicationStatus
+    private let metrics: RegionMetrics
+    private let logger: Logger
+    private let interval: Duration
+    private let stopRequested = Atomic<Bool>(false)
+
+    private var db: PostgresConnection?
+    private var consumer: KafkaConsumer?
+    private var partitions: Int?
+    private var databaseEverRead = false
+    private var lastKafkaWarning: ContinuousClock.Instant?
+
+    public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger,
+                interval: Duration = .milliseconds(500)) {
+        self.settings = settings
+        self.status = status
+        self.metrics = metrics
+        var logger = logger
+        logger[metadataKey: "region"] = "\(settings.region)"
+        logger[metadataKey: "loop"] = "lag-monitor"
+        self.logger = logger
+        self.interval = interval
+    }
+
+    public func run() async throws {
+        await withGracefulShutdownAndCancellation(onStop: { self.stopRequested.store(true, ordering: .relaxed) }) {
+            await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+                let t = Thread {
+                    self.loop()
+                    cont.resume()
+                }
+                t.name = "lag-\(settings.region)"
+                t.start()
+            }
+        }
+    }
+
+    private var stopping: Bool { stopRequested.load(ordering: .relaxed) }
+
+    private func loop() {
+        defer {
+            consumer?.close()
+            db?.close()
+        }
+        while !stopping {
+            let started = ContinuousClock.now
+            status.heartbeat(region: settings.region, loop: "lag-monitor", timeout: .seconds(30))
+            refresh()
+            metrics.publish(status.snapshot().regions.first { $0.region == settings.region }!)
+            let next = started.advanced(by: interval)
+            while ContinuousClock.now < next && !stopping { Thread.sleep(forTimeInterval: 0.05) }
+        }
+    }
+
+    /// One measurement.
+    func refresh() {
+        readWatermarks()
+        readStoredOffsets()
+        readOldestUnapplied()
+    }
+
+    private func kafka() throws -> KafkaConsumer {
+        if let consumer { return consumer }
+        var conf = settings.kafka
+        conf.set("socket.timeout.ms", "3000")
+        let c = try KafkaConsumer(configuration: conf, groupID: nil)
+        consumer = c
+        return c
+    }
+
+    private func readWatermarks() {
+        do {
+            let c = try kafka()
+            if partitions == nil { partitions = try c.partitionCount(topic: settings.topic, timeoutMs: 2000) }
+            var high: [Int32: Int64] = [:]
+            for p in 0..<Int32(partitions!) {
+                high[p] = try c.queryWatermarks(topic: settings.topic, partition: p, timeoutMs: 1000).high
+            }
+            status.watermarks(region: settings.region, high, at: Date().timeIntervalSince1970)
+        } catch {
+            status.kafkaFailed(region: settings.region, problem: "\(error)")
+            let now = ContinuousClock.now
+            if lastKafkaWarning.map({ now - $0 > .seconds(30) }) ?? true {
+                lastKafkaWarning = now
+                logger.warning("cannot read high watermarks", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func readStoredOffsets() {
+        do {
+            if db == nil || !(db!.isOpen) {
+                db = try PostgresConnection(conninfo: settings.conninfo,
+                                            applicationName: "region-replicator lag \(settings.region)",
+                                            connectTimeoutSeconds: 2, queryTimeout: .seconds(2))
+            }
+            let r = try db!.query("""
+                SELECT partition, next_offset, pg_is_in_recovery() FROM replicator_offsets
+                WHERE consumer_group = $1 AND topic = $2
+                UNION ALL SELECT NULL, NULL, pg_is_in_recovery()
+                """, [settings.consumerGroup, settings.topic])
+            var next: [Int32: Int64] = [:]
+            var readOnly = false
+            for row in r.rows {
+                if row[2] == "t" { readOnly = true }
+                if let p = row[0].flatMap({ Int32($0) }), let n = row[1].flatMap({ Int64($0) }) { next[p] = n }
+            }
+            databaseEverRead = true
+            status.storedOffsets(region: settings.region, next, problem: readOnly ? "database is read-only (in recovery)" : nil)
+        } catch {
+            db?.close()
+            db = nil
+            var fallback: [Int32: Int64]? = nil
+            if !databaseEverRead, let parts = partitions {
+                fallback = try? committedInKafka(partitions: parts)
+            }
+            status.storedOffsets(region: settings.region, fallback, problem: "database unreachable: \(error)")
+        }
+    }
+
+    /// The offsets the region's pipeline last committed to Kafka (after its database commits).
+    private func committedInKafka(partitions: Int) throws -> [Int32: Int64] {
+        var conf = settings.kafka
+        conf.set("socket.timeout.ms", "3000")
+        let c = try KafkaConsumer(configuration: conf, groupID: settings.consumerGroup)
+        defer { c.close() }
+        let list = (0..<Int32(partitions)).map { TopicPartitionOffset(topic: settings.topic, partition: $0, offset: 0) }
+        var out: [Int32: Int64] = [:]
+        for e in try c.committed(list, timeoutMs: 2000) where e.offset >= 0 { out[e.partition] = e.offset }
+        return out
+    }
+
+    private func readOldestUnapplied() {
+        let wanted = status.unknownOldest(region: settings.region)
+        guard !wanted.isEmpty, let c = try? kafka() else { return }
+        do {
+            try c.assign(wanted.map { TopicPartitionOffset(topic: settings.topic, partition: $0.partition, offset: $0.offset) })
+            var remaining = Dictionary(uniqueKeysWithValues: wanted.map { ($0.partition, $0.offset) })
+            let deadline = ContinuousClock.now.advanced(by: .seconds(1))
+            while !remaining.isEmpty && ContinuousClock.now < deadline && !stopping {
+                guard case .record(let r)? = c.poll(timeoutMs: 100) else { continue }
+                guard let offset = remaining[r.partition], r.offset >= offset else { continue }
+                remaining[r.partition] = nil
+                // A record before `r` that retention deleted is gone: `r` is the oldest unapplied one.
+                status.oldestUnapplied(region: settings.region, partition: r.partition, offset: offset,
+                                       timestampMs: r.timestampMs ?? Int64(Date().timeIntervalSince1970 * 1000))
+            }
+            try c.assign([])
+        } catch {
+            logger.debug("cannot read the oldest unapplied records", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+import Synchronization
+
+/// One partition's position in one region.
+public struct PartitionLag: Sendable, Hashable, Codable {
+    public var partition: Int32
+    /// The next offset the region will apply (stored in the region's database).
+    public var nextOffset: Int64
+    public var highWatermark: Int64
+    /// max(0, highWatermark − nextOffset).
+    public var lagEvents: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case partition
+        case nextOffset = "next_offset"
+        case highWatermark = "high_watermark"
+        case lagEvents = "lag_events"
+    }
+}
+
+/// One region as an SRE sees it (the `/lag` body and the metrics).
+public struct RegionLag: Sendable, Hashable {
+    public var region: String
+    /// The region's database accepts writes and its pipeline runs.
+    public var up: Bool
+    /// Why the region is not up (no secrets), nil when up.
+    public var problem: String?
+    public var lagEvents: Int64
+    /// Age of the oldest produced-but-unapplied event; 0 when caught up.
+    public var lagSeconds: Double
+    /// Unix time T: every event with a Kafka timestamp ≤ T is applied (= now − lagSeconds).
+    public var replicatedThrough: Double
+    /// Unix time of the last committed batch, if any since start.
+    public var lastApply: Double?
+    /// Unix time the high watermarks behind these figures were read (nil: never).
+    public var sampledAt: Double?
+    public var partitions: [PartitionLag]
+}
+
+/// A point-in-time copy of everything the HTTP endpoint and systemd notifications report.
+public struct ReplicationSnapshot: Sendable {
+    public var topic: String
+    public var kafkaOK: Bool
+    public var kafkaProblem: String?
+    public var regions: [RegionLag]
+    /// Every region pipeline has connected once, verified its schema, and Kafka answered.
+    public var ready: Bool
+    /// Loops (pipelines, monitors) that have not reported progress within their own timeout.
+    public var stalledLoops: [String]
+}
+
+/// Shared, thread-safe state that pipelines and lag monitors write and readers snapshot.
+///
+/// A small state machine under a `Mutex`: writers record facts (heartbeats, commits,
+/// watermarks, database health); ``snapshot(now:)`` derives the figures. Time-dependent
+/// figures (`lagSeconds`) are computed at snapshot time from the timestamp of the oldest
+/// unapplied record, so they grow in real time even when every input is stuck.
+public final class ReplicationStatus: Sendable {
+    struct Region {
+        var pipelineConnected = false
+        var pipelineFailing: String? = nil
+        var monitorDatabase: String? = "not checked yet"
+        var next: [Int32: Int64] = [:]
+        var high: [Int32: Int64] = [:]
+        var sampledAt: Double? = nil
+        var kafkaProblem: String? = nil
+        /// Kafka timestamp (ms) of the record at `next[p]`, when known: (offset, ms).
+        var oldest: [Int32: (offset: Int64, ms: Int64)] = [:]
+        var lastApply: Double? = nil
+        var heartbeats: [String: (at: ContinuousClock.Instant, timeout: Duration)] = [:]
+    }
+
+    public let topic: String
+    public let regionNames: [String]
+    private let state: Mutex<[String: Region]>
+    private let kafkaReachable = Atomic<Bool>(false)
+
+    public init(topic: String, regions: [String]) {
+        self.topic = topic
+        self.regionNames = regions
+        self.state = Mutex(Dictionary(uniqueKeysWithValues: regions.map { ($0, Region()) }))
+    }
+
+    private func update(_ region: String, _ body: (inout Region) -> Void) {
+        state.withLock { regions in
+            if var r = regions[region] {
+                body(&r)
+                regions[region] = r
+            }
+        }
+    }
+
+    // MARK: - Writers
+
+    /// A loop says it is alive and will report again within `timeout` (watchdog input).
+    public func heartbeat(region: String, loop: String, timeout: Duration) {
+        let now = ContinuousClock.now
+        update(region) { $0.heartbeats[loop] = (now, timeout) }
+    }
+
+    /// The pipeline connected to its database and verified the schema (or lost it: `problem`).
+    public func pipelineDatabase(region: String, connected: Bool, problem: String?) {
+        update(region) {
+            if connected { $0.pipelineConnected = true }
+            $0.pipelineFailing = problem
+        }
+    }
+
+    /// A batch committed: the region's next offsets moved.
+    public func committed(region: String, progress: [PartitionProgress], at unix: Double) {
+        update(region) { r in
+            for p in progress {
+                r.next[p.partition] = p.nextOffset
+                if let o = r.oldest[p.partition], o.offset < p.nextOffset { r.oldest[p.partition] = nil }
+            }
+            r.lastApply = unix
+            r.pipelineFailing = nil
+        }
+    }
+
+    /// The monitor read the stored offsets from the region's database (or failed: `problem`).
+    public func storedOffsets(region: String, _ next: [Int32: Int64]?, problem: String?) {
+        update(region) { r in
+            r.monitorDatabase = problem
+            guard let next else { return }
+            for (p, n) in next where n >= (r.next[p] ?? Int64.min) {
+                r.next[p] = n
+                if let o = r.oldest[p], o.offset < n { r.oldest[p] = nil }
+            }
+        }
+    }
+
+    /// Fresh high watermarks for the topic, as read for `region`'s figures.
+    public func watermarks(region: String, _ high: [Int32: Int64], at unix: Double) {
+        kafkaReachable.store(true, ordering: .relaxed)
+        update(region) { r in
+            r.high = high
+            r.sampledAt = unix
+            r.kafkaProblem = nil
+        }
+    }
+
+    public func kafkaFailed(region: String, problem: String) {
+        update(region) { $0.kafkaProblem = problem }
+    }
+
+    /// The Kafka timestamp of the record at `offset` in `partition` (the oldest unapplied one).
+    public func oldestUnapplied(region: String, partition: Int32, offset: Int64, timestampMs: Int64) {
+        update(region) { r in
+            if (r.next[partition] ?? 0) <= offset { r.oldest[partition] = (offset, timestampMs) }
+        }
+    }
+
+    // MARK: - Readers
+
+    /// Partitions of `region` that are behind and whose oldest unapplied record's timestamp is
+    /// not known yet: (partition, offset to read).
+    public func unknownOldest(region: String) -> [(partition: Int32, offset: Int64)] {
+        state.withLock { regions in
+            guard let r = regions[region] else { return [] }
+            return r.high.compactMap { p, h in
+                let n = r.next[p] ?? 0
+                guard h > n else { return nil }
+                if let o = r.oldest[p], o.offset == n { return nil }
+                return (p, n)
+            }.sorted { $0.partition < $1.partition }
+        }
+    }
+
+    /// The next offsets known for `region` (from its database or its pipeline's commits).
+    public func nextOffsets(region: String) -> [Int32: Int64] {
+        state.withLock { $0[region]?.next ?? [:] }
+    }
+
+    public func snapshot() -> ReplicationSnapshot { snapshot(now: Date().timeIntervalSince1970) }
+
+    public func snapshot(now: Double) -> ReplicationSnapshot {
+        let clock = ContinuousClock.now
+        return state.withLock { regions in
+            var stalled: [String] = []
+            var ready = kafkaReachable.load(ordering: .relaxed)
+            var kafkaProblem: String? = nil
+            let out: [RegionLag] = regionNames.map { name in
+                let r = regions[name]!
+                for (loop, hb) in r.heartbeats where clock - hb.at > hb.timeout { stalled.append("\(name)/\(loop)") }
+                if !r.pipelineConnected { ready = false }
+                if let p = r.kafkaProblem { kafkaProblem = p }
+                var parts: [PartitionLag] = []
+                var lagEvents: Int64 = 0
+                var oldestMs: Int64? = nil
+                for (p, h) in r.high.sorted(by: { $0.key < $1.key }) {
+                    let n = r.next[p] ?? 0
+                    let lag = max(0, h - n)
+                    lagEvents += lag
+                    parts.append(PartitionLag(partition: p, nextOffset: n, highWatermark: h, lagEvents: lag))
+                    if lag > 0, let o = r.oldest[p], o.offset == n { oldestMs = min(oldestMs ?? o.ms, o.ms) }
+                }
+                var lagSeconds = 0.0
+                if lagEvents > 0 {
+                    if let oldestMs { lagSeconds = max(0, now - Double(oldestMs) / 1000) }
+                    // Behind, but the oldest record's timestamp is not read yet: at least the
+                    // time since the last commit (never 0 while behind).
+                    else if let last = r.lastApply { lagSeconds = max(0, now - last) }
+                }
+                let problem = r.monitorDatabase ?? r.pipelineFailing
+                return RegionLag(region: name, up: problem == nil && r.pipelineConnected, problem: problem,
+                                 lagEvents: lagEvents, lagSeconds: lagSeconds, replicatedThrough: now - lagSeconds,
+                                 lastApply: r.lastApply, sampledAt: r.sampledAt, partitions: parts)
+            }
+            return ReplicationSnapshot(topic: topic, kafkaOK: kafkaProblem == nil && kafkaReachable.load(ordering: .relaxed),
+                                       kafkaProblem: kafkaProblem ?? (kafkaReachable.load(ordering: .relaxed) ? nil : "not reached yet"),
+                                       regions: out, ready: ready, stalledLoops: stalled.sorted())
+        }
+    }
+}
