@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+@testable import ReplicationCore
+
+@Suite("ApplyPlan: a batch reduced to set operations")
+struct ApplyPlanTests {
+    let id = UUID(uuidString: "5f7e9c52-0000-4000-8000-000000000001")!
+    let t0 = Timestamp(microseconds: 1_795_000_000_000_000)
+
+    func record(_ event: Result<Event, DecodeError>, offset: Int64 = 0, ts: Int64? = 1000) -> DecodedRecord {
+        DecodedRecord(record: RecordRef(topic: "t", partition: 0, offset: offset, key: nil, value: nil, timestampMs: ts), event: event)
+    }
+
+    func upsert(_ v: Int64, origin: String = "us-east-1", id: UUID? = nil) -> Result<Event, DecodeError> {
+        .success(.messageUpserted(MessageUpsert(messageID: id ?? self.id, sessionID: "s", role: .user, content: "v\(v)",
+                                                originRegion: origin, createdAt: t0, version: v)))
+    }
+
+    @Test("Several versions of one message collapse to the highest; the rest are stale or duplicate")
+    func collapsesVersions() {
+        let plan = ApplyPlan(records: [record(upsert(1), ts: 1), record(upsert(3), ts: 3), record(upsert(2), ts: 2),
+                                       record(upsert(3), ts: 4)],
+                             region: "eu-west-1", applyToOrigin: false)
+        #expect(plan.upserts.count == 1)
+        #expect(plan.upserts.first?.version == 3)
+        #expect(plan.upsertTimestamps == [3])
+        #expect(plan.decided[.stale] == 2)
+        #expect(plan.decided[.duplicate] == 1)
+        #expect(plan.pendingCount == 1)
+    }
+
+    @Test("Upserts from the target region are skipped unless apply_to_origin; deletions never are")
+    func skipsOrigin() {
+        let del: Result<Event, DecodeError> = .success(.messageDeleted(MessageDeletion(
+            messageID: id, sessionID: "s", originRegion: "eu-west-1", occurredAt: t0, version: 2)))
+        let skip = ApplyPlan(records: [record(upsert(1, origin: "eu-west-1")), record(del)], region: "eu-west-1", applyToOrigin: false)
+        #expect(skip.upserts.isEmpty)
+        #expect(skip.decided[.skippedOrigin] == 1)
+        #expect(skip.messageTombstones.count == 1)
+        let keep = ApplyPlan(records: [record(upsert(1, origin: "eu-west-1"))], region: "eu-west-1", applyToOrigin: true)
+        #expect(keep.upserts.count == 1)
+        #expect(keep.decided[.skippedOrigin] == 0)
+    }
+
+    @Test("Session deletions keep the latest time; decode failures become dead letters")
+    func sessionsAndDeadLetters() {
+        func sdel(_ micros: Int64) -> Result<Event, DecodeError> {
+            .success(.sessionDeleted(SessionDeletion(sessionID: "s", originRegion: "us-east-1", occurredAt: Timestamp(microseconds: micros))))
+        }
+        let plan = ApplyPlan(records: [record(sdel(5)), record(sdel(9)), record(sdel(7)),
+                                       record(.failure(DecodeError(reason: "invalid_json", message: "x")), offset: 42)],
+                             region: "eu-west-1", applyToOrigin: false)
+        #expect(plan.sessionTombstones.map(\.occurredAt.microseconds) == [9])
+        #expect(plan.decided[.stale] == 2)
+        #expect(plan.deadLetters.map(\.record.offset) == [42])
+        #expect(plan.deadLetters.first?.error.contains("invalid_json") == true)
+        #expect(plan.decided[.deadLettered] == 1)
+    }
+}
+
+@Suite("TableName validation")
+struct TableNameTests {
+    @Test(arguments: ["messages", "app.messages", "_m1", String(repeating: "a", count: 63)])
+    func accepts(_ name: String) throws {
+        #expect(try TableName(validating: name).description == name)
+    }
+
+    @Test(arguments: ["", "1abc", "a.b.c", "messages; drop table x", "m\"x", String(repeating: "a", count: 64), "a..b", "ü"])
+    func rejects(_ name: String) {
+        #expect(throws: TableNameError.self) { try TableName(validating: name) }
+    }
+
+    @Test func quotes() throws {
+        #expect(try TableName(validating: "app.messages").quoted == "\"app\".\"messages\"")
+    }
+}
+
+@Suite("Postgres array literals")
+struct PostgresArrayTests {
+    @Test func escapesQuotesAndBackslashes() {
+        #expect(PostgresArray.text(["a\"b", "c\\d", nil, "{x,y}"]) == #"{"a\"b","c\\d",NULL,"{x,y}"}"#)
+        #expect(PostgresArray.hex([0x00, 0xff]) == "\\x00ff")
+    }
+}
