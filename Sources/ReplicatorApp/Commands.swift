@@ -15,7 +15,7 @@ public struct RegionReplicatorCommand: AsyncParsableCommand {
         commandName: "region-replicator",
         abstract: "Replicates chat-history events from one Kafka topic into every region's Postgres.",
         version: replicatorVersion,
-        subcommands: [Run.self, Migrate.self, CheckConfig.self]
+        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self]
     )
 
     public init() {}
@@ -73,21 +73,34 @@ struct Run: AsyncParsableCommand {
             printError("configuration error: \(config.path): kafka.properties: \(error)")
             throw ExitCode.configuration
         }
+        // Before any metric handle is made: handles made earlier would go to the no-op backend.
+        let registry = MetricsSetup.bootstrap()
         let status = ReplicationStatus(topic: config.kafka.topic, regions: config.regions.map(\.name))
         var services: [any Service] = []
         var monitors: [any Service] = []
+        var regionMetrics: [RegionMetrics] = []
         for region in config.regions {
             let settings = config.pipelineSettings(for: region)
             let metrics = RegionMetrics(region: region.name)
+            regionMetrics.append(metrics)
             services.append(RegionPipeline(settings: settings, status: status, metrics: metrics, logger: logger))
             monitors.append(LagMonitor(settings: settings, status: status, metrics: metrics, logger: logger))
         }
+        guard let listen = config.http.hostAndPort else {
+            printError("configuration error: \(config.path): http.listen: not a host:port address")
+            throw ExitCode.configuration
+        }
+        let redactor = Redactor(config: config)
+        let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
+                               logger: logger, redact: { redactor($0) })
+        let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
         logger.info("starting", metadata: [
             "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
             "regions": "\(config.regions.map(\.name).joined(separator: ","))"])
         let group = ServiceGroup(configuration: .init(
-            // Shutdown runs in reverse order: the pipelines (last) drain and commit first.
-            services: (monitors + services).map {
+            // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
+            // the monitors, the HTTP endpoint and the systemd notifier.
+            services: ([systemd, http] + monitors + services).map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: [.sigterm, .sigint],

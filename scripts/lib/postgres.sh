@@ -13,7 +13,8 @@
 # through runuser. Servers listen on 127.0.0.1 only, with their unix sockets in BASEDIR.
 # Messages go to stderr; only results (a port, a path) go to stdout.
 
-RR_DEB_PACKAGES=(librdkafka-dev libpq-dev postgresql postgresql-contrib kcat python3-venv)
+# prometheus: promtool and a real server for the metrics tests; systemd: systemd-analyze for the unit tests.
+RR_DEB_PACKAGES=(librdkafka-dev libpq-dev postgresql postgresql-contrib kcat python3-venv prometheus systemd)
 
 rr_log() { printf '%s\n' "$*" >&2; }
 rr_die() { printf 'error: %s\n' "$*" >&2; return 1; }
@@ -55,8 +56,16 @@ rr_install_deps() {
             { rr_die "apt-get update failed"; return 1; }
         RR_APT_UPDATED=1
     fi
+    # Packages must not start their services (Prometheus would listen on all interfaces):
+    # a temporary policy-rc.d refuses every service start during the install.
+    local policy_added=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy_added=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
-        { rr_die "apt-get install ${missing[*]} failed"; return 1; }
+        { [[ -n "$policy_added" ]] && rm -f /usr/sbin/policy-rc.d; rr_die "apt-get install ${missing[*]} failed"; return 1; }
+    [[ -n "$policy_added" ]] && rm -f /usr/sbin/policy-rc.d
+    return 0
 }
 
 # Prints a TCP port that is free on 127.0.0.1 right now (the kernel's choice for port 0).

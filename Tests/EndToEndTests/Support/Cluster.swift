@@ -84,6 +84,10 @@ final class Harness: @unchecked Sendable {
               level: info
 
             """ + extraConfig
+        if !extraConfig.contains("http:") {
+            // A free port per daemon: never the default 9466, which another daemon may hold.
+            yaml += "http:\n  listen: \"127.0.0.1:\(try freeLoopbackPort())\"\n"
+        }
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let (status, out) = try runReplicator(["migrate", "--config", configPath])
         guard status == 0 else { throw TestSetupError("migrate failed (\(status)): \(out)") }
