@@ -60,6 +60,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private var pending: [KafkaRecord] = []
     private var lastProgressLog = ContinuousClock.now
     private var totals = OutcomeCounts()
+    private var lastKafkaWarning: ContinuousClock.Instant?
 
     /// Longest a healthy loop goes without a heartbeat (a query may take up to its 60 s timeout).
     static let heartbeatTimeout: Duration = .seconds(90)
@@ -175,7 +176,14 @@ public final class RegionPipeline: @unchecked Sendable {
             switch result {
             case .error(let e, let fatal):
                 if fatal { throw PipelineError(description: "region \(settings.region): fatal Kafka error: \(e)") }
-                logger.warning("Kafka consumer error (librdkafka retries by itself)", metadata: ["error": "\(e)"])
+                // librdkafka reports every failed connection attempt; one line per 30 s is enough.
+                let now = ContinuousClock.now
+                if lastKafkaWarning.map({ now - $0 >= .seconds(30) }) ?? true {
+                    lastKafkaWarning = now
+                    logger.warning("Kafka consumer error (librdkafka retries by itself)", metadata: ["error": "\(e)"])
+                } else {
+                    logger.debug("Kafka consumer error", metadata: ["error": "\(e)"])
+                }
             case .record(let r):
                 guard let entry = owned[r.partition] else { continue }  // revoked meanwhile
                 if let next = entry, r.offset < next { continue }  // already applied

@@ -443,6 +443,16 @@ struct RawConfig {
 
     static let topKeys = ["kafka", "regions", "apply", "http", "log"]
     static let kafkaKeys = ["brokers", "topic", "group_prefix", "properties"]
+
+    /// librdkafka properties the replication guarantees depend on (offsets live in each region's
+    /// database and are committed to Kafka only after the database commit).
+    static let managedKafkaProperties: [String: String] = [
+        "group.id": "each region's group is \"<group_prefix>.<region>\" (set kafka.group_prefix)",
+        "enable.auto.commit": "offsets are committed after each region's database commit",
+        "enable.auto.offset.store": "offsets are stored after each region's database commit",
+        "bootstrap.servers": "set kafka.brokers",
+        "metadata.broker.list": "set kafka.brokers",
+    ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
     static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "apply_to_origin"]
     static let httpKeys = ["listen"]
@@ -516,6 +526,9 @@ struct RawConfig {
                     // Values are not quoted in errors: they may be secrets (sasl.password).
                     guard case .scalar(let valueScalar) = valueNode, !valueNode.isNullScalar else {
                         throw walker.error(propertyKey, "expected a string, number or boolean, got \(YAMLWalker.kind(of: valueNode))")
+                    }
+                    if let why = Self.managedKafkaProperties[keyScalar.string] {
+                        throw walker.error(propertyKey, "is set by region-replicator itself and cannot be overridden: \(why)")
                     }
                     properties[keyScalar.string] = valueScalar.string
                 }

@@ -504,3 +504,28 @@ struct ConfigTests {
         #expect(failure("regions:\n  - name: eu\n    dsn_fil: password=hunter2\n")?.key == "regions[0].dsn_fil")
     }
 }
+
+
+@Suite("Kafka properties the replicator manages")
+struct ManagedKafkaPropertyTests {
+    @Test("Overriding a managed librdkafka property is a configuration error naming it",
+          arguments: ["enable.auto.commit", "group.id", "enable.auto.offset.store", "bootstrap.servers"])
+    func managedPropertyRejected(_ name: String) {
+        let yaml = """
+            kafka:
+              properties:
+                \(name): "x"
+            regions:
+              - name: eu-west-1
+                dsn: "host=h dbname=d password=hunter2"
+            """
+        do {
+            _ = try ReplicatorConfig.parse(yaml: yaml, path: "/etc/rr.yaml", environment: [:])
+            Issue.record("\(name) was accepted")
+        } catch {
+            #expect(error.description.contains("kafka.properties.\(name)"), "\(error)")
+            #expect(error.description.contains("/etc/rr.yaml"))
+            #expect(!error.description.contains("hunter2"))
+        }
+    }
+}
