@@ -17,5 +17,4 @@ public struct Backoff: Sendable {
         return base * Double.random(in: 0.5...1.0)
     }
 
-    public mutating func reset() { attempt = 0 }
 }

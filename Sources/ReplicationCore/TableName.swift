@@ -42,13 +42,6 @@ public struct TableName: Sendable, Hashable, CustomStringConvertible {
         return "\"\(name)\""
     }
 
-    /// A derived identifier (for an index name), quoted, in the same schema.
-    public func quotedSibling(suffix: String) -> String {
-        let base = String((name + suffix).utf8.prefix(63)) ?? name
-        if let schema { return "\"\(schema)\".\"\(base)\"" }
-        return "\"\(base)\""
-    }
-
     /// The bare index name (unqualified, as `CREATE INDEX` wants it), quoted.
     public func quotedIndexName(suffix: String) -> String {
         "\"\(String((name + suffix).utf8.prefix(63)) ?? name)\""

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import KafkaClient
 
 /// A Kafka-protocol broker for one test (librdkafka's mock cluster: real brokers on
@@ -102,15 +103,9 @@ final class Harness: @unchecked Sendable {
 
     /// Rows of `messages` in `region`, comparable with ``Workload/expectedRows(in:applyToOrigin:)``.
     func rows(_ region: String) throws -> [Workload.Row] {
-        try dbs.query(region, """
-            SELECT message_id::text, session_id, role, content, region,
-                   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), version
-            FROM messages
-            """).map { r in
-            let content = r[3]!
-            return Workload.Row(messageID: content.hasPrefix("seed ") ? "seed" : r[0]!, sessionID: r[1]!, role: r[2]!,
-                                content: content, region: r[4]!, createdAt: r[5]!, version: Int(r[6]!)!)
-        }.sorted()
+        let db = try dbs.connect(region)
+        defer { db.close() }
+        return try Workload.Row.all(in: db)
     }
 
     /// Stored next offsets of `region`'s consumer group.
@@ -142,5 +137,19 @@ final class Harness: @unchecked Sendable {
         for d in daemons { d.kill9() }
         dbs.drop()
         try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// Checks every region of `h` against the model, naming what differs.
+func expectRegionsMatchModel(_ h: Harness, _ w: Workload, regions: [String]? = nil,
+                             sourceLocation: SourceLocation = #_sourceLocation) throws {
+    for r in regions ?? h.regions {
+        let actual = try h.rows(r)
+        let expected = w.expectedRows(in: r)
+        let missing = Set(expected).subtracting(actual)
+        let extra = Set(actual).subtracting(expected)
+        #expect(missing.isEmpty && extra.isEmpty && actual.count == expected.count,
+                "region \(r): \(missing.count) rows missing (e.g. \(missing.sorted().prefix(3))), \(extra.count) extra (e.g. \(extra.sorted().prefix(3))), \(actual.count) rows vs \(expected.count) expected",
+                sourceLocation: sourceLocation)
     }
 }

@@ -69,20 +69,6 @@ extension Harness {
     }
 }
 
-/// Checks every region of `h` against the model, naming what differs.
-func expectRegionsMatchModel(_ h: Harness, _ w: Workload, regions: [String]? = nil,
-                             sourceLocation: SourceLocation = #_sourceLocation) throws {
-    for r in regions ?? h.regions {
-        let actual = try h.rows(r)
-        let expected = w.expectedRows(in: r)
-        let missing = Set(expected).subtracting(actual)
-        let extra = Set(actual).subtracting(expected)
-        #expect(missing.isEmpty && extra.isEmpty && actual.count == expected.count,
-                "region \(r): \(missing.count) rows missing (e.g. \(missing.sorted().prefix(3))), \(extra.count) extra (e.g. \(extra.sorted().prefix(3))), \(actual.count) rows vs \(expected.count) expected",
-                sourceLocation: sourceLocation)
-    }
-}
-
 /// A `message.upserted` event as JSON bytes.
 func upsertEvent(id: String, session: String, content: String, origin: String, version: Int = 1,
                  createdAt: String = "2026-11-24T10:00:00Z") -> [UInt8] {

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresClient
 
 /// A synthetic chat history and the events that describe it, plus an independent reference
 /// model of CONTRACT §3 (written from the contract's words, sharing no code with the daemon).
@@ -168,5 +169,20 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+extension Workload.Row {
+    /// Every row of `messages` on `db` (seed-style rows get the id "seed": their derived id is
+    /// checked by the decoder's tests), sorted.
+    static func all(in db: PostgresConnection) throws -> [Workload.Row] {
+        try db.query("""
+            SELECT message_id::text, session_id, role, content, region,
+                   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), version
+            FROM messages
+            """).rows.map { r in
+            Workload.Row(messageID: r[3]!.hasPrefix("seed ") ? "seed" : r[0]!, sessionID: r[1]!, role: r[2]!,
+                         content: r[3]!, region: r[4]!, createdAt: r[5]!, version: Int(r[6]!)!)
+        }.sorted()
     }
 }
