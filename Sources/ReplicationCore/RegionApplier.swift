@@ -284,6 +284,7 @@ struct Statements {
             SELECT $1, $2, p, n, ts, now() FROM unnest($3::int[], $4::bigint[], $5::timestamptz[]) AS x(p, n, ts)
             ON CONFLICT (consumer_group, topic, partition) DO UPDATE
             SET next_offset = excluded.next_offset, last_record_at = excluded.last_record_at, updated_at = now()
+            WHERE o.next_offset < excluded.next_offset
             """
     }
 }

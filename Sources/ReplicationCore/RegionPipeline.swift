@@ -283,6 +283,7 @@ public final class RegionPipeline: @unchecked Sendable {
         switch event {
         case .revoked(let parts, let lost):
             for p in parts { owned[p.partition] = nil }
+            status.assignment(region: settings.region, revoked: parts.map(\.partition))
             pending.removeAll { r in parts.contains { $0.partition == r.partition } }
             logger.info("partitions revoked", metadata: ["partitions": "\(parts.map(\.partition).sorted())", "lost": "\(lost)"])
             return []
@@ -299,6 +300,7 @@ public final class RegionPipeline: @unchecked Sendable {
                         positions.append(TopicPartitionOffset(topic: p.topic, partition: p.partition,
                                                               offset: start ?? TopicPartitionOffset.beginning))
                     }
+                    status.assignment(region: settings.region, assigned: parts.map(\.partition))
                     logger.info("partitions assigned", metadata: [
                         "positions": "\(positions.map { "\($0.partition)@\($0.offset < 0 ? "beginning" : String($0.offset))" })"])
                     return positions

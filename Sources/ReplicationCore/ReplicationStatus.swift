@@ -35,6 +35,9 @@ public struct RegionLag: Sendable, Hashable {
     /// Unix time the high watermarks behind these figures were read (nil: never).
     public var sampledAt: Double?
     public var partitions: [PartitionLag]
+    /// Partitions this instance's consumer owns for the region now (several instances share
+    /// each region's consumer group; every partition is owned by exactly one of them).
+    public var assignedPartitions: [Int32] = []
 }
 
 /// A point-in-time copy of everything the HTTP endpoint and systemd notifications report.
@@ -67,6 +70,7 @@ public final class ReplicationStatus: Sendable {
         /// Kafka timestamp (ms) of the record at `next[p]`, when known: (offset, ms).
         var oldest: [Int32: (offset: Int64, ms: Int64)] = [:]
         var lastApply: Double? = nil
+        var assigned: Set<Int32> = []
         var heartbeats: [String: (at: ContinuousClock.Instant, timeout: Duration)] = [:]
     }
 
@@ -103,6 +107,14 @@ public final class ReplicationStatus: Sendable {
         update(region) {
             if connected { $0.pipelineConnected = true }
             $0.pipelineFailing = problem
+        }
+    }
+
+    /// The region's consumer was given (`assigned`) or lost (`revoked`) partitions.
+    public func assignment(region: String, assigned: [Int32] = [], revoked: [Int32] = []) {
+        update(region) { r in
+            r.assigned.subtract(revoked)
+            r.assigned.formUnion(assigned)
         }
     }
 
@@ -205,7 +217,8 @@ public final class ReplicationStatus: Sendable {
                 let problem = r.monitorDatabase ?? r.pipelineFailing
                 return RegionLag(region: name, up: problem == nil && r.pipelineConnected, problem: problem,
                                  lagEvents: lagEvents, lagSeconds: lagSeconds, replicatedThrough: now - lagSeconds,
-                                 lastApply: r.lastApply, sampledAt: r.sampledAt, partitions: parts)
+                                 lastApply: r.lastApply, sampledAt: r.sampledAt, partitions: parts,
+                                 assignedPartitions: r.assigned.sorted())
             }
             return ReplicationSnapshot(topic: topic, kafkaOK: kafkaProblem == nil && kafkaReachable.load(ordering: .relaxed),
                                        kafkaProblem: kafkaProblem ?? (kafkaReachable.load(ordering: .relaxed) ? nil : "not reached yet"),

@@ -190,9 +190,13 @@ struct LagDocument: Codable, Sendable, Equatable {
         /// When the high watermarks behind these figures were read (RFC 3339), null if never.
         var lagSampleTimestamp: String?
         var partitions: [PartitionLag]
+        /// Partitions this instance owns for the region (scale-out: the others' are elsewhere).
+        /// Optional only so that `status` still reads the `/lag` of an older daemon.
+        var assignedPartitions: [Int32]?
 
         enum CodingKeys: String, CodingKey {
             case region, up, problem, partitions
+            case assignedPartitions = "assigned_partitions"
             case lagEvents = "lag_events"
             case lagSeconds = "lag_seconds"
             case replicatedThrough = "replicated_through"
@@ -212,6 +216,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             try c.encode(lastApply, forKey: .lastApply)
             try c.encode(lagSampleTimestamp, forKey: .lagSampleTimestamp)
             try c.encode(partitions, forKey: .partitions)
+            try c.encode(assignedPartitions ?? [], forKey: .assignedPartitions)
         }
     }
 
@@ -234,7 +239,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             return Region(region: r.region, up: r.up, problem: r.problem.map(redact), lagEvents: r.lagEvents,
                           lagSeconds: lag, replicatedThrough: Self.rfc3339(r.replicatedThrough),
                           lastApply: r.lastApply.map(Self.rfc3339), lagSampleTimestamp: r.sampledAt.map(Self.rfc3339),
-                          partitions: r.partitions)
+                          partitions: r.partitions, assignedPartitions: r.assignedPartitions)
         }
     }
 

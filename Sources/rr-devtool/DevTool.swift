@@ -31,15 +31,30 @@ struct Broker: ParsableCommand {
         }
         print("BOOTSTRAP=\(bootstrap)")
         fflush(nil)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
+        // SIGTERM/SIGINT end the cluster; SIGUSR1 sets every broker down (connections refused
+        // and closed: a broker outage as clients see it), SIGUSR2 brings them back. The topic's
+        // records live in this process, so an outage is simulated rather than a restart.
+        let handled = [SIGTERM, SIGINT, SIGUSR1, SIGUSR2]
         var set = sigset_t()
         sigemptyset(&set)
-        sigaddset(&set, SIGTERM)
-        sigaddset(&set, SIGINT)
+        for s in handled {
+            signal(s, SIG_IGN)
+            sigaddset(&set, s)
+        }
         pthread_sigmask(SIG_BLOCK, &set, nil)
-        var sig: Int32 = 0
-        sigwait(&set, &sig)
+        loop: while true {
+            var sig: Int32 = 0
+            sigwait(&set, &sig)
+            switch sig {
+            case SIGUSR1, SIGUSR2:
+                let up = sig == SIGUSR2
+                for id in 1...Int32(brokers) { cluster.setBroker(id, up: up) }
+                print(up ? "brokers up" : "brokers down")
+                fflush(nil)
+            default:
+                break loop
+            }
+        }
         withExtendedLifetime(cluster) {}
     }
 }

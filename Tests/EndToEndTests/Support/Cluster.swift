@@ -3,24 +3,35 @@ import Testing
 import KafkaClient
 
 /// A Kafka-protocol broker for one test (librdkafka's mock cluster: real brokers on
-/// 127.0.0.1 TCP ports) with a topic and a producer.
+/// 127.0.0.1 TCP ports) with a topic and a producer. The brokers run in the test process, or,
+/// with `standaloneIn:`, in a process of their own (``BrokerProcess``) that faults can target.
 final class TestCluster: @unchecked Sendable {
-    let cluster: KafkaMockCluster
+    private let inProcess: KafkaMockCluster?
+    let process: BrokerProcess?
     let topic: String
     let partitions: Int
+    let bootstrap: String
     private var producerHandle: KafkaProducer?
     var producer: KafkaProducer { producerHandle! }
 
-    init(partitions: Int = 6) throws {
-        cluster = try KafkaMockCluster(brokers: 3)
+    init(partitions: Int = 6, standaloneIn dir: String? = nil) throws {
         topic = "chat.messages"
         self.partitions = partitions
-        try cluster.createTopic(topic, partitions: partitions)
+        if let dir {
+            inProcess = nil
+            process = try BrokerProcess(topic: topic, partitions: partitions, dir: dir)
+            bootstrap = process!.bootstrap
+        } else {
+            let cluster = try KafkaMockCluster(brokers: 3)
+            try cluster.createTopic(topic, partitions: partitions)
+            inProcess = cluster
+            process = nil
+            bootstrap = cluster.bootstrapServers
+        }
+        // A standalone broker is taken down on purpose: its connection errors are expected noise.
         producerHandle = try KafkaProducer(configuration: KafkaConfiguration([
-            ("bootstrap.servers", cluster.bootstrapServers), ("log_level", "3")]))
+            ("bootstrap.servers", bootstrap), ("log_level", dir == nil ? "3" : "2")]))
     }
-
-    var bootstrap: String { cluster.bootstrapServers }
 
     // The producer goes first, so it does not log the brokers vanishing under it.
     deinit { producerHandle = nil }
@@ -56,13 +67,14 @@ final class Harness: @unchecked Sendable {
     let configPath: String
     var daemons: [Daemon] = []
 
+    /// - Parameter standaloneBroker: run the brokers in a process of their own (``BrokerProcess``).
     init(regions: [String] = ["us-east-1", "eu-west-1", "ap-southeast-1"], maxBatchEvents: Int = 500,
-         extraConfig: String = "") throws {
+         extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false) throws {
         self.regions = regions
         dbs = try RegionDatabases(regions: regions)
-        cluster = try TestCluster()
         dir = NSTemporaryDirectory() + "rr-e2e-" + dbs.database
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        cluster = try TestCluster(partitions: partitions, standaloneIn: standaloneBroker ? dir : nil)
         configPath = dir + "/config.yaml"
         var yaml = """
             kafka:
@@ -94,9 +106,12 @@ final class Harness: @unchecked Sendable {
         guard status == 0 else { throw TestSetupError("migrate failed (\(status)): \(out)") }
     }
 
+    /// Starts `region-replicator run` on the harness's config (`environment` adds overrides,
+    /// e.g. `REGION_REPLICATOR_HTTP_LISTEN` for a second instance).
     @discardableResult
-    func startDaemon() throws -> Daemon {
-        let d = try Daemon(["run", "--config", configPath], logPath: dir + "/daemon-\(daemons.count).log")
+    func startDaemon(environment: [String: String] = [:]) throws -> Daemon {
+        let d = try Daemon(["run", "--config", configPath], logPath: dir + "/daemon-\(daemons.count).log",
+                           environment: environment)
         daemons.append(d)
         return d
     }

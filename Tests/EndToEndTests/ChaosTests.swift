@@ -1,0 +1,284 @@
+import Foundation
+import KafkaClient
+import PostgresClient
+import Testing
+
+/// Faults on a seeded random schedule while a mixed workload flows at a steady rate; at the end
+/// every region must equal the reference model. `scripts/chaos` runs this with a long budget;
+/// the test suite runs it with a short one. Settings come from the environment:
+/// `RR_CHAOS_SECONDS` (fault window, default 150), `RR_CHAOS_SEED` (default 1),
+/// `RR_CHAOS_RATE` (events/s, default 150), `RR_CHAOS_PARTITIONS` (default 12),
+/// `RR_CHAOS_REPORT` (write the figures as JSON to this file).
+@Suite("Chaos", .serialized)
+struct ChaosTests {
+    enum Fault: String, CaseIterable {
+        case daemonKill = "daemon_kill"
+        case postgresStop = "postgres_stop"
+        case postgresStall = "postgres_stall"
+        case brokerDown = "broker_down"
+        case instanceJoinLeave = "instance_join_leave"
+    }
+
+    struct Settings {
+        var seconds: Int
+        var seed: UInt64
+        var rate: Double
+        var partitions: Int
+        var report: String?
+
+        static func fromEnvironment() -> Settings {
+            let env = ProcessInfo.processInfo.environment
+            return Settings(seconds: env["RR_CHAOS_SECONDS"].flatMap { Int($0) } ?? 150,
+                            seed: env["RR_CHAOS_SEED"].flatMap { UInt64($0) } ?? 1,
+                            rate: env["RR_CHAOS_RATE"].flatMap { Double($0) } ?? 150,
+                            partitions: env["RR_CHAOS_PARTITIONS"].flatMap { Int($0) } ?? 12,
+                            report: env["RR_CHAOS_REPORT"])
+        }
+    }
+
+    static let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+
+    /// Poison templates (CONTRACT §2 dead letters), each made unique by `n` so that every
+    /// dead letter can be matched to the record that caused it.
+    static func poison(_ n: Int) -> [UInt8] {
+        let ok = #""event_id":"e\#(n)","session_id":"chaos-poison","origin_region":"us-east-1","created_at":"2026-11-24T10:00:00Z""#
+        let forms: [String] = [
+            "not json #\(n)",
+            #"{"type":"message.upserted",\#(ok),"message_id":"not-a-uuid-\#(n)","role":"user","content":"x","version":1}"#,
+            #"{"type":"message.exploded",\#(ok),"message_id":"5f7e9c52-0000-4000-8000-000000000001","role":"user","content":"x","version":1}"#,
+            #"{"type":"message.upserted",\#(ok),"message_id":"5f7e9c52-0000-4000-8000-000000000001","role":"wizard","content":"x","version":1}"#,
+            #"{"type":"message.upserted",\#(ok),"message_id":"5f7e9c52-0000-4000-8000-000000000001","role":"user","version":1}"#,
+            #"{"type":"message.upserted",\#(ok),"message_id":"5f7e9c52-0000-4000-8000-000000000001","role":"user","content":"x","version":"1"}"#,
+            #"{"session_id":"p\#(n)","role":"user","content":"a\u0000b","region":"us-east-1","created_at":"2026-11-24T10:00:00"}"#,
+            #"{"session_id":"p\#(n)","role":"user","content":"x","region":"us-east-1","created_at":"yesterday"}"#,
+            #"{"type":"message.upserted","#,  // truncated; made unique below
+        ]
+        var bytes = Array(forms[n % forms.count].utf8)
+        if n % forms.count == forms.count - 1 { bytes += Array("\"n\(n)".utf8) }
+        if n % 11 == 0 { bytes = [0xFF, 0xFE] + bytes }  // and some invalid UTF-8
+        return bytes
+    }
+
+    /// A region's server: all its processes (postmaster and children), for SIGSTOP/SIGCONT.
+    static func serverProcesses(_ server: TestEnvironment.Server) -> [pid_t] {
+        guard let pidFile = try? String(contentsOfFile: server.dataDir + "/postmaster.pid", encoding: .utf8),
+              let master = pid_t(pidFile.split(separator: "\n").first ?? "") else { return [] }
+        let children = (try? TestEnvironment.run("/usr/bin/pgrep", ["-P", String(master)])) ?? ""
+        return [master] + children.split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    @Test("Seeded faults of five kinds while events flow: every region equals the model, each poison record is one dead letter")
+    func chaos() throws {
+        let settings = Settings.fromEnvironment()
+        var rng = SplitMix64(seed: settings.seed)
+        let port = try freeLoopbackPort()
+        let h = try Harness(maxBatchEvents: 200, extraConfig: "http:\n  listen: \"127.0.0.1:\(port)\"\n",
+                            partitions: settings.partitions, standaloneBroker: true)
+        let broker = h.cluster.process!
+
+        // The workload: enough events for the window at the rate, 5% poison mixed in.
+        var w = Workload(origins: Self.regions, seed: settings.seed)
+        let wanted = Int(Double(settings.seconds) * settings.rate)
+        w.generate(sessions: 200, messages: wanted * 10 / 14)
+        w.shuffle()
+        var records: [RateProducer.Record] = []
+        var poisonPayloads: Set<[UInt8]> = []
+        for e in w.events {
+            if rng.next() % 100 < 5 {
+                let p = Self.poison(poisonPayloads.count)
+                poisonPayloads.insert(p)
+                records.append(RateProducer.Record(key: "poison-\(poisonPayloads.count)", value: p))
+            }
+            records.append(RateProducer.Record(key: e.key, value: Array(try JSONSerialization.data(withJSONObject: e.json))))
+        }
+        let rate = Double(records.count) / Double(settings.seconds)
+
+        var primary = try h.startDaemon()
+        var secondary: Daemon? = nil
+        let secondaryPort = try freeLoopbackPort()
+        let producer = try RateProducer(bootstrap: h.cluster.bootstrap, topic: h.cluster.topic, records: records, perSecond: rate)
+        defer { producer.stop() }
+        let sampler = LagSampler(harness: h, ports: [port, secondaryPort])
+        defer { sampler.stop() }
+
+        // Faults: rounds of every kind in a seeded order, each held 1–4 s, 1–3 s apart.
+        var counts: [String: Int] = [:]
+        var pending: [Fault] = []
+        let start = ContinuousClock.now
+        let window = Duration.seconds(settings.seconds)
+        var stoppedServers: [TestEnvironment.Server] = []
+        var stalled: [pid_t] = []
+        defer {
+            for p in stalled { kill(p, SIGCONT) }
+            for s in stoppedServers where !s.isRunning { try? s.start() }
+            try? broker.setBrokers(up: true)
+        }
+        func hold() { Thread.sleep(forTimeInterval: 1 + Double(rng.next() % 3000) / 1000) }
+        while ContinuousClock.now - start < window {
+            if pending.isEmpty { pending = Fault.allCases.shuffled(using: &rng) }
+            let fault = pending.removeFirst()
+            let region = Self.regions[Int(rng.next() % 3)]
+            var name = fault.rawValue
+            switch fault {
+            case .daemonKill:
+                primary.kill9()
+                hold()
+                primary = try h.startDaemon()
+            case .postgresStop:
+                let server = h.dbs.server(region)
+                stoppedServers.append(server)
+                try server.stopImmediately()
+                hold()
+                try server.start()
+                stoppedServers.removeAll()
+            case .postgresStall:
+                stalled = Self.serverProcesses(h.dbs.server(region))
+                for p in stalled { kill(p, SIGSTOP) }
+                hold()
+                for p in stalled { kill(p, SIGCONT) }
+                stalled = []
+            case .brokerDown:
+                try broker.setBrokers(up: false)
+                hold()
+                try broker.setBrokers(up: true)
+            case .instanceJoinLeave:
+                if let s = secondary {
+                    // Leaves: gracefully or not, alternately.
+                    if counts["instance_leave", default: 0] % 2 == 0 {
+                        s.signal(SIGTERM)
+                        _ = try? s.wait(timeout: .seconds(60))
+                    }
+                    s.kill9()
+                    secondary = nil
+                    name = "instance_leave"
+                } else {
+                    secondary = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(secondaryPort)"])
+                    name = "instance_join"
+                }
+            }
+            counts[name, default: 0] += 1
+            let at = (ContinuousClock.now - start).seconds
+            let target = [.postgresStop, .postgresStall].contains(fault) ? " " + region : ""
+            print(String(format: "chaos: t=%.0fs fault %d: %@%@ (produced %d/%d)", at, counts.values.reduce(0, +), name, target,
+                         producer.produced, records.count))
+            Thread.sleep(forTimeInterval: 1 + Double(rng.next() % 2000) / 1000)
+        }
+        let lastFault = ContinuousClock.now
+
+        // Recovery: everything produced, the daemons catch up to the high watermarks.
+        try producer.finish(timeout: .seconds(300))
+        try h.waitAllCaughtUp(timeout: .seconds(600))
+        let recovered = ContinuousClock.now - lastFault
+        sampler.stop()
+
+        // The broker kept every record (the mock cluster drops old ones past 5 MB a partition).
+        for p in 0..<Int32(h.cluster.partitions) {
+            let low = try h.cluster.producer.queryWatermarks(topic: h.cluster.topic, partition: p, timeoutMs: 10_000).low
+            #expect(low == 0, "the broker dropped records of partition \(p) (low watermark \(low)): the run is void; lower RR_CHAOS_RATE or raise RR_CHAOS_PARTITIONS")
+        }
+
+        // Every region against the model; every poison record exactly once as a dead letter.
+        var missing = 0, extra = 0, wrong = 0, deadLetterProblems: [String] = []
+        for r in h.regions {
+            func key(_ row: Workload.Row) -> String { row.messageID == "seed" ? "seed|" + row.content : row.messageID }
+            let actual = Dictionary(try h.rows(r).map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+            let expected = Dictionary(w.expectedRows(in: r).map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+            missing += Set(expected.keys).subtracting(actual.keys).count
+            extra += Set(actual.keys).subtracting(expected.keys).count
+            wrong += expected.filter { k, v in actual[k].map { $0 != v } ?? false }.count
+            let dead = try h.dbs.query(r, "SELECT encode(payload, 'hex') FROM replicator_dead_letters").map { $0[0] ?? "" }
+            let got = Set(dead)
+            let want = Set(poisonPayloads.map { $0.map { String(format: "%02x", $0) }.joined() })
+            if got != want || dead.count < want.count {
+                deadLetterProblems.append("\(r): \(dead.count) dead letters (\(got.count) distinct) for \(want.count) poison records, \(want.subtracting(got).count) missing, \(got.subtracting(want).count) not poison")
+            }
+        }
+        let total = counts.values.reduce(0, +)
+        let kinds = Fault.allCases.count(where: { f in counts.keys.contains { $0.hasPrefix(f.rawValue.replacingOccurrences(of: "_join_leave", with: "")) } })
+        let faultText = counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let line = String(format: "chaos figures: seed=%llu window=%ds events=%d (poison %d) faults=%d [%@] max_lag=%d events/%.1f s recover=%.1f s rows missing=%d extra=%d wrong=%d",
+                          settings.seed, settings.seconds, records.count, poisonPayloads.count, total, faultText,
+                          sampler.maxLagEvents, sampler.maxLagSeconds, recovered.seconds, missing, extra, wrong)
+        print(line)
+        if let path = settings.report {
+            let json: [String: Any] = [
+                "seed": settings.seed, "window_seconds": settings.seconds, "events": records.count, "poison": poisonPayloads.count,
+                "faults": total, "faults_by_kind": counts, "max_lag_events": sampler.maxLagEvents,
+                "max_lag_seconds": sampler.maxLagSeconds, "recover_seconds": recovered.seconds,
+                "rows_missing": missing, "rows_extra": extra, "rows_wrong": wrong,
+                "secondary_owned_partitions": sampler.secondaryOwnedPartitions, "line": line,
+            ]
+            try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: path))
+        }
+        #expect(total >= 10, "only \(total) faults injected")
+        #expect(kinds >= 4, "only \(kinds) kinds of fault injected: \(faultText)")
+        #expect(missing == 0 && extra == 0 && wrong == 0, "\(line)")
+        #expect(deadLetterProblems.isEmpty, "\(deadLetterProblems)")
+        #expect(sampler.secondaryOwnedPartitions, "the second instance never owned a partition while it ran")
+        #expect(primary.isRunning)
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// Samples lag once a second from outside the daemons: high watermarks from the broker against
+/// the offsets stored in each region's database (lag in events), and the daemons' own `/lag`
+/// (lag in seconds, and which partitions the second instance owns). Failed samples — a region
+/// or the broker down — are skipped.
+final class LagSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopped = false
+    private var _maxEvents = 0
+    private var _maxSeconds = 0.0
+    private var _secondaryOwned = false
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(harness h: Harness, ports: [Int]) {
+        let thread = Thread { [self] in
+            while !lock.withLock({ stopped }) {
+                if let high = try? h.cluster.highWatermarks() {
+                    for r in h.regions {
+                        guard let db = try? PostgresConnection(conninfo: h.dbs.conninfo(r), connectTimeoutSeconds: 2,
+                                                               queryTimeout: .seconds(3)) else { continue }
+                        defer { db.close() }
+                        guard let rows = try? db.query("SELECT partition, next_offset FROM replicator_offsets WHERE consumer_group = $1",
+                                                        ["rr-test.\(r)"]).rows else { continue }
+                        var next: [Int32: Int64] = [:]
+                        for row in rows { next[Int32(row[0]!)!] = Int64(row[1]!)! }
+                        let lag = high.reduce(Int64(0)) { $0 + max(0, $1.value - (next[$1.key] ?? 0)) }
+                        lock.withLock { _maxEvents = max(_maxEvents, Int(lag)) }
+                    }
+                }
+                for (i, port) in ports.enumerated() {
+                    guard let lag = try? DaemonEndpoint(port: port).lag() else { continue }
+                    for region in lag.values {
+                        let seconds = (region["lag_seconds"] as? NSNumber)?.doubleValue ?? 0
+                        let owned = ((region["assigned_partitions"] as? [Any]) ?? []).count
+                        lock.withLock {
+                            _maxSeconds = max(_maxSeconds, seconds)
+                            if i > 0 && owned > 0 { _secondaryOwned = true }
+                        }
+                    }
+                }
+                Thread.sleep(forTimeInterval: 1)
+            }
+            finished.signal()
+        }
+        thread.start()
+    }
+
+    var maxLagEvents: Int { lock.withLock { _maxEvents } }
+    var maxLagSeconds: Double { lock.withLock { _maxSeconds } }
+    var secondaryOwnedPartitions: Bool { lock.withLock { _secondaryOwned } }
+
+    /// Stops sampling and waits for the thread (idempotent).
+    func stop() {
+        let first = lock.withLock { () -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        if first { _ = finished.wait(timeout: .now() + 30) }
+    }
+}
