@@ -21,6 +21,16 @@ struct Broker: ParsableCommand {
     @Option(help: "Write the bootstrap list to this file once the topic exists.") var bootstrapFile: String?
 
     func run() throws {
+        // SIGTERM/SIGINT end the cluster; SIGUSR1 sets every broker down (connections refused
+        // and closed: a broker outage as clients see it), SIGUSR2 brings them back. The topic's
+        // records live in this process, so an outage is simulated rather than a restart.
+        // Blocked before any thread exists, so that every thread librdkafka starts inherits the
+        // mask and only sigwait below ever takes these signals (none is lost to another thread).
+        let handled = [SIGTERM, SIGINT, SIGUSR1, SIGUSR2]
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in handled { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
         let cluster = try KafkaMockCluster(brokers: brokers)
         try cluster.createTopic(topic, partitions: partitions)
         let bootstrap = cluster.bootstrapServers
@@ -31,17 +41,6 @@ struct Broker: ParsableCommand {
         }
         print("BOOTSTRAP=\(bootstrap)")
         fflush(nil)
-        // SIGTERM/SIGINT end the cluster; SIGUSR1 sets every broker down (connections refused
-        // and closed: a broker outage as clients see it), SIGUSR2 brings them back. The topic's
-        // records live in this process, so an outage is simulated rather than a restart.
-        let handled = [SIGTERM, SIGINT, SIGUSR1, SIGUSR2]
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in handled {
-            signal(s, SIG_IGN)
-            sigaddset(&set, s)
-        }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
         loop: while true {
             var sig: Int32 = 0
             sigwait(&set, &sig)

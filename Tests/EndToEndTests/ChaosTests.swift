@@ -59,14 +59,6 @@ struct ChaosTests {
         return bytes
     }
 
-    /// A region's server: all its processes (postmaster and children), for SIGSTOP/SIGCONT.
-    static func serverProcesses(_ server: TestEnvironment.Server) -> [pid_t] {
-        guard let pidFile = try? String(contentsOfFile: server.dataDir + "/postmaster.pid", encoding: .utf8),
-              let master = pid_t(pidFile.split(separator: "\n").first ?? "") else { return [] }
-        let children = (try? TestEnvironment.run("/usr/bin/pgrep", ["-P", String(master)])) ?? ""
-        return [master] + children.split(separator: "\n").compactMap { pid_t($0) }
-    }
-
     @Test("Seeded faults of five kinds while events flow: every region equals the model, each poison record is one dead letter")
     func chaos() throws {
         let settings = Settings.fromEnvironment()
@@ -75,6 +67,16 @@ struct ChaosTests {
         let h = try Harness(maxBatchEvents: 200, extraConfig: "http:\n  listen: \"127.0.0.1:\(port)\"\n",
                             partitions: settings.partitions, standaloneBroker: true)
         let broker = h.cluster.process!
+        // On any failure, keep the daemons' and the broker's logs (the harness removes its folder).
+        var passed = false
+        defer {
+            if !passed {
+                let keep = (settings.report.map { $0 + ".logs" } ?? NSTemporaryDirectory() + "rr-chaos-seed\(settings.seed).logs")
+                try? FileManager.default.removeItem(atPath: keep)
+                try? FileManager.default.copyItem(atPath: h.dir, toPath: keep)
+                print("chaos: the run failed; logs kept in \(keep)")
+            }
+        }
 
         // The workload: enough events for the window at the rate, 5% poison mixed in.
         var w = Workload(origins: Self.regions, seed: settings.seed)
@@ -132,7 +134,7 @@ struct ChaosTests {
                 try server.start()
                 stoppedServers.removeAll()
             case .postgresStall:
-                stalled = Self.serverProcesses(h.dbs.server(region))
+                stalled = h.dbs.server(region).processes()
                 for p in stalled { kill(p, SIGSTOP) }
                 hold()
                 for p in stalled { kill(p, SIGCONT) }
@@ -216,6 +218,8 @@ struct ChaosTests {
         #expect(deadLetterProblems.isEmpty, "\(deadLetterProblems)")
         #expect(sampler.secondaryOwnedPartitions, "the second instance never owned a partition while it ran")
         #expect(primary.isRunning)
+        passed = total >= 10 && kinds >= 4 && missing + extra + wrong == 0 && deadLetterProblems.isEmpty
+            && sampler.secondaryOwnedPartitions && primary.isRunning
     }
 }
 

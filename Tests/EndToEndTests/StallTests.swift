@@ -6,14 +6,6 @@ import Testing
 /// go on, the watchdog keeps pinging, and the region catches up after SIGCONT.
 @Suite("Stalled region database", .serialized)
 struct StallTests {
-    /// The postmaster of a server and all its children (backends, background workers).
-    func serverProcesses(_ server: TestEnvironment.Server) throws -> [pid_t] {
-        let pidFile = try String(contentsOfFile: server.dataDir + "/postmaster.pid", encoding: .utf8)
-        guard let master = pid_t(pidFile.split(separator: "\n").first ?? "") else { throw TestSetupError("no postmaster pid") }
-        let children = (try? TestEnvironment.run("/usr/bin/pgrep", ["-P", String(master)])) ?? ""
-        return [master] + children.split(separator: "\n").compactMap { pid_t($0) }
-    }
-
     @Test("SIGSTOP on a region's server: region_up 0 within 10 s, others apply, watchdog keeps pinging, catch-up after SIGCONT")
     func stalledRegion() throws {
         let port = try freeLoopbackPort()
@@ -30,7 +22,8 @@ struct StallTests {
         try h.waitAllCaughtUp()
 
         let stalled = "eu-west-1"
-        let pids = try serverProcesses(h.dbs.server(stalled))
+        let pids = h.dbs.server(stalled).processes()
+        guard !pids.isEmpty else { throw TestSetupError("no postmaster pid for \(stalled)") }
         for p in pids { kill(p, SIGSTOP) }
         var resumed = false
         defer { if !resumed { for p in pids { kill(p, SIGCONT) } } }

@@ -43,8 +43,12 @@ final class BrokerProcess: @unchecked Sendable {
         let line = up ? "brokers up" : "brokers down"
         let before = log.components(separatedBy: line).count
         child.signal(up ? SIGUSR2 : SIGUSR1)
-        try waitUntil("the broker process to report \(line)", timeout: .seconds(10), interval: .milliseconds(20)) {
-            log.components(separatedBy: line).count > before
+        do {
+            try waitUntil("the broker process to report \(line)", timeout: .seconds(30), interval: .milliseconds(20)) {
+                log.components(separatedBy: line).count > before
+            }
+        } catch {
+            throw TestSetupError("\(error); broker running: \(child.isRunning); its log ends: \(log.suffix(2000))")
         }
     }
 

@@ -22,6 +22,15 @@ enum TestEnvironment {
             try TestEnvironment.pgctl(["-D", dataDir, "-l", dataDir + "/server.log", "-w", "-t", "60", "start"])
         }
 
+        /// The postmaster and all its children (backends, background workers), e.g. to
+        /// SIGSTOP the whole server as a hung host would look. Empty when it is not running.
+        func processes() -> [pid_t] {
+            guard let pidFile = try? String(contentsOfFile: dataDir + "/postmaster.pid", encoding: .utf8),
+                  let master = pid_t(pidFile.split(separator: "\n").first ?? "") else { return [] }
+            let children = (try? TestEnvironment.run("/usr/bin/pgrep", ["-P", String(master)])) ?? ""
+            return [master] + children.split(separator: "\n").compactMap { pid_t($0) }
+        }
+
         var isRunning: Bool {
             (try? TestEnvironment.run("/usr/sbin/runuser", ["-u", "postgres", "--", TestEnvironment.pgBinDir + "/pg_ctl", "-D", dataDir, "status"])) != nil
         }
