@@ -394,30 +394,33 @@ public enum EventDecoder {
 
     // MARK: - Helpers
 
-    /// A value for an error message: at most `limit` characters, quoted, control characters escaped,
-    /// with the total size when truncated.
+    /// A value for an error message: at most `limit` characters of output (escapes count as what
+    /// they print, so 40 control characters cannot blow the message up six-fold), quoted, control
+    /// characters escaped, with the total size when truncated.
     static func quote(_ s: String, limit: Int = 40) -> String {
         var out = "\""
         var count = 0
         for scalar in s.unicodeScalars {
-            if count == limit {
+            let piece: String
+            switch scalar {
+            case "\"": piece = "\\\""
+            case "\\": piece = "\\\\"
+            case "\n": piece = "\\n"
+            case "\t": piece = "\\t"
+            case "\r": piece = "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
+                    piece = "\\u{\(String(scalar.value, radix: 16))}"
+                } else {
+                    piece = String(scalar)
+                }
+            }
+            if count + piece.count > limit {
                 out += "…\" (\(s.utf8.count) bytes)"
                 return out
             }
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
-                    out += "\\u{\(String(scalar.value, radix: 16))}"
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-            count += 1
+            out += piece
+            count += piece.count
         }
         return out + "\""
     }
