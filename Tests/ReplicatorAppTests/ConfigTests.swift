@@ -125,7 +125,7 @@ struct ConfigTests {
                 sasl.password: s3cret-kafka
                 linger.ms: 5
                 enable.idempotence: true
-                batch.size.ratio: 1.50
+                client.id: 1.50
                 acks: "all"
             regions:
               - {name: a.b_c-1, dsn: "host=a password=hunter2"}
@@ -145,7 +145,7 @@ struct ConfigTests {
         #expect(config.kafka.groupPrefix == "rr")
         #expect(config.kafka.properties == [
             "security.protocol": "SASL_SSL", "sasl.password": "s3cret-kafka", "linger.ms": "5",
-            "enable.idempotence": "true", "batch.size.ratio": "1.50", "acks": "all",
+            "enable.idempotence": "true", "client.id": "1.50", "acks": "all",
         ])
         #expect(config.consumerGroup(for: config.regions[0]) == "rr.a.b_c-1")
         #expect(config.apply.table.schema == "app")
