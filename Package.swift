@@ -96,6 +96,15 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // libFuzzer target over the event decoder: `scripts/fuzz` builds it with
+        // `-sanitize=fuzzer -DFUZZING`; an ordinary build makes it a replay tool (FILE|DIR...), so
+        // it always compiles and links with the rest of the package. Not installed.
+        .executableTarget(
+            name: "DecoderFuzzer",
+            dependencies: ["ReplicationCore"],
+            swiftSettings: strict
+        ),
+
         // MARK: - Tests
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"], swiftSettings: strict),
         .testTarget(name: "ReplicatorAppTests", dependencies: ["ReplicatorApp"], swiftSettings: strict),

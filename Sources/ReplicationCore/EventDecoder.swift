@@ -20,7 +20,7 @@ import Foundation
 ///   beyond `Int64` (`1e30`) are `invalid_value`.
 /// - Foundation's parser accepts a trailing comma in an object (`{"a":1,}`); so does this decoder.
 /// - JSON nested deeper than `JSONDecoder`'s limit (512 levels), anywhere in the record, is
-///   `invalid_json` (no crash, no stack overflow).
+///   `invalid_json` naming the byte where it goes too deep (no crash, no stack overflow).
 /// - Foundation checks string and number literals lazily, when a field is decoded. So a malformed
 ///   literal (raw control character or invalid/unpaired-surrogate escape in a string, a number
 ///   with a leading zero) is `invalid_json` naming the field when it is in a known field, and goes
@@ -76,9 +76,16 @@ public enum EventDecoder {
             throw error
         } catch {
             let summary = jsonErrorSummary(error)
-            // This Foundation gives no position for syntax errors, only a generic sentence.
-            let detail = summary.hasPrefix("The given data was not valid JSON")
-                ? "a syntax error, or arrays/objects nested deeper than 512 levels" : summary
+            // This Foundation gives no position for syntax errors, only a generic sentence; the
+            // one cause worth telling apart (hostile input) is nesting beyond its limit.
+            let detail: String
+            if !summary.hasPrefix("The given data was not valid JSON") {
+                detail = summary
+            } else if let offset = value.withUnsafeBufferPointer({ firstOffsetNestedDeeper(than: maxNestingDepth, $0) }) {
+                detail = "arrays/objects nested deeper than \(maxNestingDepth) levels, at byte \(offset)"
+            } else {
+                detail = "a syntax error"
+            }
             throw DecodeError(reason: "invalid_json", message: "the record value is not valid JSON (\(detail))")
         }
 
@@ -387,30 +394,33 @@ public enum EventDecoder {
 
     // MARK: - Helpers
 
-    /// A value for an error message: at most `limit` characters, quoted, control characters escaped,
-    /// with the total size when truncated.
+    /// A value for an error message: at most `limit` characters of output (escapes count as what
+    /// they print, so 40 control characters cannot blow the message up six-fold), quoted, control
+    /// characters escaped, with the total size when truncated.
     static func quote(_ s: String, limit: Int = 40) -> String {
         var out = "\""
         var count = 0
         for scalar in s.unicodeScalars {
-            if count == limit {
+            let piece: String
+            switch scalar {
+            case "\"": piece = "\\\""
+            case "\\": piece = "\\\\"
+            case "\n": piece = "\\n"
+            case "\t": piece = "\\t"
+            case "\r": piece = "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
+                    piece = "\\u{\(String(scalar.value, radix: 16))}"
+                } else {
+                    piece = String(scalar)
+                }
+            }
+            if count + piece.count > limit {
                 out += "…\" (\(s.utf8.count) bytes)"
                 return out
             }
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
-                    out += "\\u{\(String(scalar.value, radix: 16))}"
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-            count += 1
+            out += piece
+            count += piece.count
         }
         return out + "\""
     }
@@ -492,6 +502,33 @@ public enum EventDecoder {
                 if depth == 1 { expectingKey = true }
             default:
                 break
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// `JSONDecoder`'s nesting limit.
+    static let maxNestingDepth = 512
+
+    /// The offset of the first `[` or `{` (outside strings) that opens level `limit + 1`, if any.
+    static func firstOffsetNestedDeeper(than limit: Int, _ b: UnsafeBufferPointer<UInt8>) -> Int? {
+        var depth = 0
+        var inString = false
+        var i = 0
+        while i < b.count {
+            let c = b[i]
+            if inString {
+                if c == UInt8(ascii: "\\") { i += 1 } else if c == UInt8(ascii: "\"") { inString = false }
+            } else {
+                switch c {
+                case UInt8(ascii: "\""): inString = true
+                case UInt8(ascii: "["), UInt8(ascii: "{"):
+                    depth += 1
+                    if depth > limit { return i }
+                case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+                default: break
+                }
             }
             i += 1
         }

@@ -1,6 +1,7 @@
 public import Foundation
 public import Logging
 public import ReplicationCore
+internal import KafkaClient
 internal import Yams
 
 /// The validated configuration of `region-replicator` (CONTRACT §7).
@@ -529,6 +530,16 @@ struct RawConfig {
                     }
                     if let why = Self.managedKafkaProperties[keyScalar.string] {
                         throw walker.error(propertyKey, "is set by region-replicator itself and cannot be overridden: \(why)")
+                    }
+                    // librdkafka itself judges each property, here at load time, so that a misspelt
+                    // one stops every command with exit 78 naming it (not only those that connect to
+                    // Kafka, and not later as a client error). Its value is never echoed.
+                    do {
+                        try KafkaConfiguration([(keyScalar.string, valueScalar.string)]).validate()
+                    } catch {
+                        throw walker.error(propertyKey, error.message.hasSuffix("unknown property")
+                            ? "librdkafka has no such property (misspelt? see librdkafka's CONFIGURATION.md)"
+                            : "librdkafka refuses this value (not shown: it may be a secret)")
                     }
                     properties[keyScalar.string] = valueScalar.string
                 }

@@ -25,6 +25,7 @@ struct ConfigurationTests {
             ("invalid YAML", "kafka: [unclosed\n" + validRegion, "line"),
             ("unsafe table name", validRegion + "\napply:\n  table: \"messages; DROP TABLE x\"\n", "apply.table"),
             ("nested unknown key", validRegion + "\n    port: 5432\n", "regions[0].port"),
+            ("misspelt librdkafka property", "kafka:\n  properties:\n    sasl.pasword: x\n" + validRegion, "kafka.properties.sasl.pasword"),
           ])
     func badConfigurationExits78(_ c: (name: String, yaml: String, key: String)) throws {
         try TestEnvironment.requireBinary()

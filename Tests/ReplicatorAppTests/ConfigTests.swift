@@ -125,7 +125,7 @@ struct ConfigTests {
                 sasl.password: s3cret-kafka
                 linger.ms: 5
                 enable.idempotence: true
-                batch.size.ratio: 1.50
+                client.id: 1.50
                 acks: "all"
             regions:
               - {name: a.b_c-1, dsn: "host=a password=hunter2"}
@@ -145,7 +145,7 @@ struct ConfigTests {
         #expect(config.kafka.groupPrefix == "rr")
         #expect(config.kafka.properties == [
             "security.protocol": "SASL_SSL", "sasl.password": "s3cret-kafka", "linger.ms": "5",
-            "enable.idempotence": "true", "batch.size.ratio": "1.50", "acks": "all",
+            "enable.idempotence": "true", "client.id": "1.50", "acks": "all",
         ])
         #expect(config.consumerGroup(for: config.regions[0]) == "rr.a.b_c-1")
         #expect(config.apply.table.schema == "app")
@@ -527,5 +527,48 @@ struct ManagedKafkaPropertyTests {
             #expect(error.description.contains("/etc/rr.yaml"))
             #expect(!error.description.contains("hunter2"))
         }
+    }
+    @Test("Every property is judged by librdkafka at load: a misspelt name or a refused value names the key, never the value",
+          arguments: [("sasl.pasword", "hunter2-kafka", "no such property"),
+                      ("security.protocol", "SASL_SSLhunter2", "refuses this value"),
+                      ("fetch.max.bytes", "hunter2", "refuses this value")])
+    func librdkafkaJudgesEveryProperty(_ name: String, _ value: String, _ why: String) {
+        let yaml = """
+            kafka:
+              properties:
+                sasl.username: region-replicator
+                \(name): "\(value)"
+            regions:
+              - name: eu-west-1
+                dsn: "host=h dbname=d"
+            """
+        do {
+            _ = try ReplicatorConfig.parse(yaml: yaml, path: "/etc/rr.yaml", environment: [:])
+            Issue.record("\(name): \(value) was accepted")
+        } catch {
+            #expect(error.description.contains("/etc/rr.yaml: kafka.properties.\(name)"), "\(error)")
+            #expect(error.description.contains(why), "\(error)")
+            #expect(!error.description.contains("hunter2"), "\(error)")
+        }
+    }
+
+    @Test("A SASL_SSL client configuration as in the README is accepted verbatim")
+    func saslSSLExampleIsAccepted() throws {
+        let config = try ReplicatorConfig.parse(yaml: """
+            kafka:
+              brokers: "kafka-1.example.net:9093,kafka-2.example.net:9093"
+              properties:
+                security.protocol: SASL_SSL
+                sasl.mechanisms: SCRAM-SHA-512
+                sasl.username: region-replicator
+                sasl.password: "change-me"
+                ssl.ca.location: /etc/region-replicator/kafka-ca.pem
+                ssl.endpoint.identification.algorithm: https
+            regions:
+              - name: eu-west-1
+                dsn: "host=h dbname=d"
+            """, path: "/etc/rr.yaml", environment: [:])
+        #expect(config.kafka.properties["sasl.mechanisms"] == "SCRAM-SHA-512")
+        #expect(config.kafka.properties.count == 6)
     }
 }

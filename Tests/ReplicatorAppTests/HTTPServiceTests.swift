@@ -272,6 +272,21 @@ struct HTTPServiceTests {
         }
     }
 
+    @Test("A chunked body is refused with 413; an oversized header block is refused before any handler runs")
+    func chunkedBodiesAndHugeHeaders() async throws {
+        let (status, _, _) = fedStatus("limits")
+        try await withServer(status) { port in
+            // Refused on the head alone: the chunks need not even be sent.
+            let chunked = try await request(port, "/lag", method: "POST", headers: [("Transfer-Encoding", "chunked")])
+            #expect(chunked.status == 413)
+            // 64 KiB in one header field, over the 8 KiB limit: an error status or a closed connection.
+            let huge = try? await request(port, "/lag", headers: [("X-Filler", String(repeating: "a", count: 64 * 1024))])
+            #expect(huge == nil || huge!.status >= 400, "a 64 KiB header was served: \(huge?.status ?? 0)")
+            // The server is still there afterwards.
+            #expect(try await request(port, "/lag").status == 200)
+        }
+    }
+
     // MARK: - /metrics
 
     /// `series → value` from a text exposition, e.g. `name{region="a",outcome="applied"}` → 0.

@@ -13,8 +13,9 @@
 # through runuser. Servers listen on 127.0.0.1 only, with their unix sockets in BASEDIR.
 # Messages go to stderr; only results (a port, a path) go to stdout.
 
-# prometheus: promtool and a real server for the metrics tests; systemd: systemd-analyze for the unit tests.
-RR_DEB_PACKAGES=(librdkafka-dev libpq-dev postgresql postgresql-contrib kcat python3-venv prometheus systemd)
+# prometheus: promtool and a real server for the metrics tests; systemd: systemd-analyze for the unit tests;
+# openssl: the certificates of the Postgres-over-TLS tests.
+RR_DEB_PACKAGES=(librdkafka-dev libpq-dev postgresql postgresql-contrib kcat python3-venv prometheus systemd openssl)
 
 rr_log() { printf '%s\n' "$*" >&2; }
 rr_die() { printf 'error: %s\n' "$*" >&2; return 1; }
