@@ -24,6 +24,8 @@ public final class LagMonitor: Service, @unchecked Sendable {
     private var db: PostgresConnection?
     private var consumer: KafkaConsumer?
     private var partitions: Int?
+    /// Low watermarks of the last sample: where retention has moved each partition's start.
+    private var low: [Int32: Int64] = [:]
     private var databaseEverRead = false
     private var lastKafkaWarning: ContinuousClock.Instant?
 
@@ -91,7 +93,9 @@ public final class LagMonitor: Service, @unchecked Sendable {
             if partitions == nil { partitions = try c.partitionCount(topic: settings.topic, timeoutMs: 2000) }
             var high: [Int32: Int64] = [:]
             for p in 0..<Int32(partitions!) {
-                high[p] = try c.queryWatermarks(topic: settings.topic, partition: p, timeoutMs: 1000).high
+                let marks = try c.queryWatermarks(topic: settings.topic, partition: p, timeoutMs: 1000)
+                high[p] = marks.high
+                low[p] = marks.low
             }
             status.watermarks(region: settings.region, high, at: Date().timeIntervalSince1970)
         } catch {
@@ -151,7 +155,11 @@ public final class LagMonitor: Service, @unchecked Sendable {
         let wanted = status.unknownOldest(region: settings.region)
         guard !wanted.isEmpty, let c = try? kafka() else { return }
         do {
-            try c.assign(wanted.map { TopicPartitionOffset(topic: settings.topic, partition: $0.partition, offset: $0.offset) })
+            // Read from the low watermark when retention already deleted the stored offset's
+            // record (assigning below it would only make librdkafka reset, and warn, every time).
+            try c.assign(wanted.map {
+                TopicPartitionOffset(topic: settings.topic, partition: $0.partition, offset: max($0.offset, low[$0.partition] ?? 0))
+            })
             var remaining = Dictionary(uniqueKeysWithValues: wanted.map { ($0.partition, $0.offset) })
             let deadline = ContinuousClock.now.advanced(by: .seconds(1))
             while !remaining.isEmpty && ContinuousClock.now < deadline && !stopping {
