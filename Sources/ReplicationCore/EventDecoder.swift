@@ -69,6 +69,15 @@ public enum EventDecoder {
                               message: "the record value is not valid UTF-8 (first invalid byte at offset \(offset) of \(value.count))")
         }
 
+        // The common case: a flat object of simple values (see `scanSimpleObject`).
+        if let values = value.withUnsafeBufferPointer({ scanSimpleObject($0) }) {
+            return try Validator(values: values).event()
+        }
+        return try decodeWithFoundation(value)
+    }
+
+    /// The general path: Foundation's `JSONDecoder`, then the same validation.
+    static func decodeWithFoundation(_ value: [UInt8]) throws(DecodeError) -> Event {
         let envelope: Envelope
         do {
             envelope = try jsonDecoder.decode(Envelope.self, from: Data(value))
@@ -92,7 +101,7 @@ public enum EventDecoder {
 
     // MARK: - Capture of the known fields
 
-    fileprivate enum Field: String, CodingKey, CaseIterable {
+    enum Field: String, CodingKey, CaseIterable {
         case type
         case eventID = "event_id"
         case messageID = "message_id"
@@ -107,7 +116,7 @@ public enum EventDecoder {
     }
 
     /// A known field's JSON value, as far as validation needs to know it.
-    fileprivate enum RawValue {
+    enum RawValue: Equatable {
         case string(String)
         case integer(Int64)
         /// A number that is not an `Int64`; `nil` when not even a finite `Double`.
