@@ -4,7 +4,7 @@ extension EventDecoder {
     /// A lean single-pass scanner for the common shape of an event: one flat JSON object whose
     /// values are strings, plain integers, booleans or null, without duplicate keys.
     ///
-    /// It captures the known fields exactly as the Foundation path does (`[Field: RawValue]`,
+    /// It captures the known fields exactly as the Foundation path does (`FieldValues`,
     /// then the same `Validator`). Anything else — nested values, fractions or exponents,
     /// invalid escapes, control characters, duplicate keys, a trailing comma, anything it is
     /// not sure about — returns nil, and the record takes the Foundation path, which produces
@@ -14,7 +14,7 @@ extension EventDecoder {
     /// Why: Foundation's `JSONDecoder` costs ~5 µs per ~400-byte event on these machines and
     /// dominated the daemon's profile; this path costs a fraction of that.
     /// - Parameter b: the record value, already known to be valid UTF-8.
-    static func scanSimpleObject(_ b: UnsafeBufferPointer<UInt8>) -> [Field: RawValue]? {
+    static func scanSimpleObject(_ b: UnsafeBufferPointer<UInt8>) -> FieldValues? {
         var s = Scanner(b: b)
         return s.object()
     }
@@ -22,8 +22,6 @@ extension EventDecoder {
     private struct Scanner {
         let b: UnsafeBufferPointer<UInt8>
         var i = 0
-        /// Whether the last string read had an escape sequence.
-        var escaped = false
 
         init(b: UnsafeBufferPointer<UInt8>) { self.b = b }
 
@@ -36,14 +34,13 @@ extension EventDecoder {
             }
         }
 
-        mutating func object() -> [Field: RawValue]? {
+        mutating func object() -> FieldValues? {
             skipWhitespace()
             guard i < b.count, b[i] == UInt8(ascii: "{") else { return nil }
             i += 1
-            var values: [Field: RawValue] = [:]
-            values.reserveCapacity(12)
+            var values = FieldValues()
             var seen: UInt32 = 0
-            var unknownKeys: [String] = []
+            var unknownKeys: [UnsafeBufferPointer<UInt8>] = []
             skipWhitespace()
             if i < b.count, b[i] == UInt8(ascii: "}") {
                 i += 1
@@ -51,20 +48,21 @@ extension EventDecoder {
             }
             while true {
                 skipWhitespace()
-                guard let key = string(), !escaped else { return nil }  // escaped keys: Foundation path
+                guard let key = rawKey() else { return nil }  // escaped keys: Foundation path
                 skipWhitespace()
                 guard i < b.count, b[i] == UInt8(ascii: ":") else { return nil }
                 i += 1
                 skipWhitespace()
-                guard let value = scalarValue(isVersion: key == Field.version.rawValue) else { return nil }
-                if let field = Field(rawValue: key) {
-                    let bit = UInt32(1) << UInt32(Field.allCases.firstIndex(of: field)!)
+                let known = Self.field(UnsafeBufferPointer(rebasing: b[key]))
+                guard let value = scalarValue(isVersion: known?.field == .version) else { return nil }
+                if let (field, bit) = known {
                     if seen & bit != 0 { return nil }  // duplicate: the Foundation path reports it
                     seen |= bit
                     values[field] = value
                 } else {
-                    if unknownKeys.contains(key) { return nil }
-                    unknownKeys.append(key)
+                    let k = UnsafeBufferPointer(rebasing: b[key])
+                    if unknownKeys.contains(where: { $0.elementsEqual(k) }) { return nil }
+                    unknownKeys.append(k)
                 }
                 skipWhitespace()
                 guard i < b.count else { return nil }
@@ -78,6 +76,34 @@ extension EventDecoder {
                 }
                 return nil
             }
+        }
+
+        /// The known fields' names as bytes, with a bit each for duplicate detection.
+        static let names: [(bytes: [UInt8], field: Field, bit: UInt32)] =
+            Field.allCases.enumerated().map { (Array($1.rawValue.utf8), $1, UInt32(1) << UInt32($0)) }
+
+        static func field(_ key: UnsafeBufferPointer<UInt8>) -> (field: Field, bit: UInt32)? {
+            for n in names where n.bytes.count == key.count && n.bytes.elementsEqual(key) {
+                return (n.field, n.bit)
+            }
+            return nil
+        }
+
+        /// A key without escapes or control characters: its byte range (quotes excluded).
+        mutating func rawKey() -> Range<Int>? {
+            guard i < b.count, b[i] == UInt8(ascii: "\"") else { return nil }
+            let start = i + 1
+            var j = start
+            while j < b.count {
+                let c = b[j]
+                if c == UInt8(ascii: "\"") {
+                    i = j + 1
+                    return start..<j
+                }
+                if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+                j += 1
+            }
+            return nil
         }
 
         /// Only whitespace may follow the object.
@@ -148,7 +174,6 @@ extension EventDecoder {
         mutating func string() -> String? {
             guard i < b.count, b[i] == UInt8(ascii: "\"") else { return nil }
             i += 1
-            escaped = false
             let start = i
             // Fast scan: no escapes.
             while i < b.count {
@@ -164,7 +189,6 @@ extension EventDecoder {
             }
             guard i < b.count else { return nil }
             // With escapes.
-            escaped = true
             var out: [UInt8] = Array(UnsafeBufferPointer(rebasing: b[start..<i]))
             while i < b.count {
                 let c = b[i]
@@ -229,6 +253,42 @@ extension EventDecoder {
                 v = v << 4 | UInt32(d)
             }
             return v
+        }
+    }
+}
+
+extension EventDecoder {
+    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case) without Foundation's `uuid_parse`
+    /// (sscanf showed in the profile); nil for anything else, which then goes to `UUID(uuidString:)`.
+    static func parseUUID(_ s: String) -> UUID? {
+        var s = s
+        return s.withUTF8 { u -> UUID? in
+            guard u.count == 36 else { return nil }
+            var bytes = [UInt8](repeating: 0, count: 16)
+            var k = 0
+            var i = 0
+            while i < 36 {
+                if i == 8 || i == 13 || i == 18 || i == 23 {
+                    guard u[i] == UInt8(ascii: "-") else { return nil }
+                    i += 1
+                    continue
+                }
+                guard let hi = hex(u[i]), let lo = hex(u[i + 1]) else { return nil }
+                bytes[k] = hi << 4 | lo
+                k += 1
+                i += 2
+            }
+            return UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                               bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+        }
+    }
+
+    private static func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
         }
     }
 }

@@ -102,6 +102,23 @@ public enum EventDecoder {
     // MARK: - Capture of the known fields
 
     enum Field: String, CodingKey, CaseIterable {
+        /// Position in `allCases`.
+        var slot: Int {
+            switch self {
+            case .type: 0
+            case .eventID: 1
+            case .messageID: 2
+            case .sessionID: 3
+            case .role: 4
+            case .content: 5
+            case .originRegion: 6
+            case .region: 7
+            case .createdAt: 8
+            case .occurredAt: 9
+            case .version: 10
+            }
+        }
+
         case type
         case eventID = "event_id"
         case messageID = "message_id"
@@ -113,6 +130,16 @@ public enum EventDecoder {
         case createdAt = "created_at"
         case occurredAt = "occurred_at"
         case version
+    }
+
+    /// The captured known fields: a fixed slot per field (no hashing per event).
+    struct FieldValues: Equatable {
+        private var slots = [RawValue?](repeating: nil, count: Field.allCases.count)
+
+        subscript(_ field: Field) -> RawValue? {
+            get { slots[field.slot] }
+            set { slots[field.slot] = newValue }
+        }
     }
 
     /// A known field's JSON value, as far as validation needs to know it.
@@ -150,7 +177,7 @@ public enum EventDecoder {
     }
 
     private struct Envelope: Decodable {
-        var values: [Field: RawValue] = [:]
+        var values = FieldValues()
 
         init(from decoder: any Decoder) throws {
             let container: KeyedDecodingContainer<Field>
@@ -205,7 +232,7 @@ public enum EventDecoder {
     // MARK: - Validation
 
     private struct Validator {
-        let values: [Field: RawValue]
+        let values: FieldValues
 
         func event() throws(DecodeError) -> Event {
             guard let typeValue = values[.type] else { return try seedStyle() }
@@ -313,7 +340,7 @@ public enum EventDecoder {
 
         func uuid(_ field: Field, _ context: String) throws(DecodeError) -> UUID {
             let s = try requiredString(field, context)
-            guard let id = UUID(uuidString: s) else {
+            guard let id = EventDecoder.parseUUID(s) ?? UUID(uuidString: s) else {
                 throw DecodeError(reason: "invalid_value",
                                   message: "field `\(field.rawValue)` must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), got \(quote(s))")
             }
@@ -331,7 +358,7 @@ public enum EventDecoder {
                 throw DecodeError(reason: "oversize",
                                   message: "field `\(field.rawValue)` is \(bytes) bytes of UTF-8, the limit is \(EventDecoder.maxIdentifierBytes): \(quote(s))")
             }
-            if s.utf8.contains(0) {
+            if firstNUL(s) != nil {
                 throw DecodeError(reason: "invalid_value",
                                   message: "field `\(field.rawValue)` contains a NUL character (U+0000), which Postgres text cannot store: \(quote(s))")
             }
@@ -354,8 +381,7 @@ public enum EventDecoder {
                 throw DecodeError(reason: "oversize",
                                   message: "field `content` is \(bytes) bytes of UTF-8, the limit is \(EventDecoder.maxContentBytes) (1 MiB)")
             }
-            if let index = s.utf8.firstIndex(of: 0) {
-                let offset = s.utf8.distance(from: s.utf8.startIndex, to: index)
+            if let offset = firstNUL(s) {
                 throw DecodeError(reason: "invalid_value",
                                   message: "field `content` contains a NUL character (U+0000) at byte \(offset), which Postgres text cannot store")
             }
@@ -395,6 +421,16 @@ public enum EventDecoder {
     }
 
     // MARK: - Helpers
+
+    /// The byte offset of the first NUL in `s`'s UTF-8, by `memchr` on its contiguous storage
+    /// (`utf8.firstIndex(of:)` was the top entry of the daemon's profile).
+    static func firstNUL(_ s: String) -> Int? {
+        var s = s
+        return s.withUTF8 { u -> Int? in
+            guard let base = u.baseAddress, let p = memchr(base, 0, u.count) else { return nil }
+            return UnsafeRawPointer(p) - UnsafeRawPointer(base)
+        }
+    }
 
     /// A value for an error message: at most `limit` characters, quoted, control characters escaped,
     /// with the total size when truncated.

@@ -158,7 +158,8 @@ public final class RegionPipeline: @unchecked Sendable {
         }
     }
 
-    /// Polls until the batch is full or `maxBatchDelay` after its first record.
+    /// Polls until the batch is full, or nothing more is ready, or `maxBatchDelay` after its
+    /// first record.
     ///
     /// Records come from librdkafka in batches (`rd_kafka_consume_batch_queue`, up to what the
     /// apply batch still lacks). A rebalance served inside one such call can leave records of a
@@ -178,7 +179,17 @@ public final class RegionPipeline: @unchecked Sendable {
                 timeout = 200
             }
             rebalancedDuringPoll.removeAll(keepingCapacity: true)
-            let results = consumer.pollBatch(maxRecords: settings.maxBatchEvents - pending.count, timeoutMs: timeout)
+            // rd_kafka_consume_batch_queue waits until it has *all* the records asked for or the
+            // timeout passes: take what is there at once, and wait only for a first record.
+            // Once a batch has records and nothing more is ready, it is applied at once:
+            // waiting out max_batch_delay would only add latency when records trickle in, while
+            // under a backlog the prefetched queue is never empty and batches fill up anyway
+            // (and records that arrive during one apply make the next batch: group commit).
+            var results = consumer.pollBatch(maxRecords: settings.maxBatchEvents - pending.count, timeoutMs: 0)
+            if results.isEmpty {
+                if deadline != nil { break }
+                results = consumer.pollBatch(maxRecords: 1, timeoutMs: timeout)
+            }
             let touched = rebalancedDuringPoll
             if !touched.isEmpty { reposition(touched, consumer) }
             if results.isEmpty {

@@ -551,4 +551,12 @@ struct EventDecoderFastPathTests {
         let nested = Array(#"{"a":{"b":1}}"#.utf8).withUnsafeBufferPointer { EventDecoder.scanSimpleObject($0) }
         #expect(nested == nil)
     }
+
+    @Test(arguments: ["5f7e9c52-1b2c-4d3e-8f40-123456789abc", "5F7E9C52-1B2C-4D3E-8F40-123456789ABC",
+                      "5f7e9c52-1b2c-4d3e-8f40-123456789ab", "5f7e9c52x1b2c-4d3e-8f40-123456789abc",
+                      "5f7e9c52-1b2c-4d3e-8f40-123456789abg", "", "{5f7e9c52-1b2c-4d3e-8f40-123456789abc}"])
+    func uuidParserAgreesWithFoundation(_ s: String) {
+        #expect((EventDecoder.parseUUID(s) ?? UUID(uuidString: s)) == UUID(uuidString: s))
+        if let parsed = EventDecoder.parseUUID(s) { #expect(parsed == UUID(uuidString: s)) }
+    }
 }
