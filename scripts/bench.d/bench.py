@@ -506,6 +506,12 @@ def run(args):
                                 "count": round(b1.get(float("inf"), 0) - b0.get(float("inf"), 0))},
         "stamped_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(indep[-1], 2) if indep else None,
                        "count": len(indep)},
+        # One apply transaction (all regions): where a latency tail comes from the database.
+        "batch_duration_ms": {
+            "p50": round(1000 * (quantile(histogram(m0, "region_replicator_batch_duration_seconds"),
+                                          histogram(m1, "region_replicator_batch_duration_seconds"), 0.5) or 0), 2),
+            "p99": round(1000 * (quantile(histogram(m0, "region_replicator_batch_duration_seconds"),
+                                          histogram(m1, "region_replicator_batch_duration_seconds"), 0.99) or 0), 2)},
         # The same records seen by a bare consumer without any database: the broker's own share.
         "broker_floor_ms": floor_ms,
         "cpu_us_per_event_region": round(cpu / max(3 * sent["sent"], 1) * 1e6, 2),
