@@ -63,12 +63,14 @@ public struct PostgresBinaryArray {
         withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) }
     }
 
+    /// Appends SQL NULL.
     public mutating func appendNull() {
         appendBE(Int32(-1))
         count += 1
         hasNull = true
     }
 
+    /// Appends a `text` element (its UTF-8 bytes; Postgres checks the encoding).
     public mutating func append(text s: String) {
         var s = s
         s.withUTF8 { u in
@@ -78,18 +80,21 @@ public struct PostgresBinaryArray {
         count += 1
     }
 
+    /// Appends a `bytea` element.
     public mutating func append(bytes b: [UInt8]) {
         appendBE(Int32(b.count))
         bytes.append(contentsOf: b)
         count += 1
     }
 
+    /// Appends a `bigint` element.
     public mutating func append(int8 v: Int64) {
         appendBE(Int32(8))
         appendBE(v)
         count += 1
     }
 
+    /// Appends an `int` element.
     public mutating func append(int4 v: Int32) {
         appendBE(Int32(4))
         appendBE(v)
