@@ -69,6 +69,78 @@ public final class PostgresConnection: @unchecked Sendable {
         return try collect(c)
     }
 
+    /// Runs one statement with typed parameters (text or binary format).
+    /// - Throws: ``PostgresError``, as for text parameters.
+    @discardableResult
+    public func query(_ sql: String, parameters: [PostgresParameter]) throws(PostgresError) -> PostgresResult {
+        let c = try openConnection()
+        let sent: Int32 = withParameters(parameters) { n, types, values, lengths, formats in
+            PQsendQueryParams(c, sql, n, types, values, lengths, formats, 0)
+        }
+        guard sent == 1 else { throw failTransport(c) }
+        return try collect(c)
+    }
+
+    /// Sends every statement in one pipeline (libpq pipeline mode) followed by one sync, and
+    /// then reads all the results: one network round trip for the lot.
+    ///
+    /// The statements run in order. After the first one that fails, the server skips the rest
+    /// up to the sync; that first error is thrown (an explicit `BEGIN` among the statements
+    /// leaves the session in a failed transaction then: the caller rolls back).
+    /// - Returns: one result per statement.
+    /// - Throws: ``PostgresError``; on a transport failure or timeout the connection is closed.
+    public func pipeline(_ statements: [PostgresStatement]) throws(PostgresError) -> [PostgresResult] {
+        let c = try openConnection()
+        guard PQenterPipelineMode(c) == 1 else { throw failTransport(c) }
+        for st in statements {
+            let sent: Int32 = withParameters(st.parameters) { n, types, values, lengths, formats in
+                PQsendQueryParams(c, st.sql, n, types, values, lengths, formats, 0)
+            }
+            guard sent == 1 else { throw failTransport(c) }
+        }
+        guard PQpipelineSync(c) == 1 else { throw failTransport(c) }
+        let deadline = ContinuousClock.now.advanced(by: queryTimeout)
+        try flush(c, deadline: deadline)
+        var results: [PostgresResult] = []
+        results.reserveCapacity(statements.count)
+        var current: PostgresResult? = nil
+        var firstError: PostgresError? = nil
+        var synced = false
+        while !synced {
+            while PQisBusy(c) == 1 {
+                try wait(c, events: Int16(POLLIN), deadline: deadline)
+                if PQconsumeInput(c) == 0 { throw failTransport(c) }
+            }
+            guard let r = PQgetResult(c) else {
+                // The end of one statement's results.
+                results.append(current ?? PostgresResult.empty)
+                current = nil
+                continue
+            }
+            defer { PQclear(r) }
+            switch PQresultStatus(r) {
+            case PGRES_PIPELINE_SYNC:
+                synced = true
+            case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+                current = PostgresResult(r)
+            case PGRES_PIPELINE_ABORTED:
+                break  // skipped after an earlier error
+            case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
+                if firstError == nil { firstError = Self.error(from: r, conn: c) }
+            default:
+                if firstError == nil {
+                    firstError = PostgresError(code: Code("XX000"), message: "unexpected result status in a pipeline")
+                }
+            }
+        }
+        if PQexitPipelineMode(c) != 1 { throw failTransport(c) }
+        if let firstError {
+            if PQstatus(c) != CONNECTION_OK { close() }
+            throw firstError
+        }
+        return results
+    }
+
     /// Runs one or more statements without parameters (simple query protocol).
     public func execute(_ sql: String) throws(PostgresError) {
         guard let c = conn, PQstatus(c) == CONNECTION_OK else {
@@ -81,9 +153,16 @@ public final class PostgresConnection: @unchecked Sendable {
 
     // MARK: - Result collection with a client-side deadline
 
-    private func collect(_ c: OpaquePointer) throws(PostgresError) -> PostgresResult {
-        let deadline = ContinuousClock.now.advanced(by: queryTimeout)
-        // Flush the outgoing buffer (non-blocking mode).
+    private func openConnection() throws(PostgresError) -> OpaquePointer {
+        guard let c = conn, PQstatus(c) == CONNECTION_OK else {
+            close()
+            throw PostgresError(code: .connectionFailure, message: "connection is closed")
+        }
+        return c
+    }
+
+    /// Flushes the outgoing buffer (non-blocking mode).
+    private func flush(_ c: OpaquePointer, deadline: ContinuousClock.Instant) throws(PostgresError) {
         while true {
             let f = PQflush(c)
             if f == 0 { break }
@@ -91,6 +170,11 @@ public final class PostgresConnection: @unchecked Sendable {
             try wait(c, events: Int16(POLLOUT | POLLIN), deadline: deadline)
             if PQconsumeInput(c) == 0 { throw failTransport(c) }
         }
+    }
+
+    private func collect(_ c: OpaquePointer) throws(PostgresError) -> PostgresResult {
+        let deadline = ContinuousClock.now.advanced(by: queryTimeout)
+        try flush(c, deadline: deadline)
         var result: PostgresResult? = nil
         var firstError: PostgresError? = nil
         while true {
@@ -238,4 +322,48 @@ private func withOptionalCStrings<R>(_ strings: [String?], _ body: (UnsafePointe
     defer { dup.forEach { if let p = $0 { free(p) } } }
     let ptrs: [UnsafePointer<CChar>?] = dup.map { $0.map { UnsafePointer($0) } }
     return ptrs.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// Calls `body` with libpq's parallel parameter arrays (count, types, values, lengths, formats).
+private func withParameters<R>(
+    _ parameters: [PostgresParameter],
+    _ body: (Int32, UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R
+) -> R {
+    if parameters.isEmpty { return body(0, nil, nil, nil, nil) }
+    var types = [Oid](repeating: 0, count: parameters.count)
+    var lengths = [Int32](repeating: 0, count: parameters.count)
+    var formats = [Int32](repeating: 0, count: parameters.count)
+    // One contiguous buffer holds every value (text values NUL-terminated).
+    var buffer: [UInt8] = []
+    var starts = [Int](repeating: -1, count: parameters.count)
+    for (i, p) in parameters.enumerated() {
+        switch p {
+        case .null:
+            break
+        case .text(let s):
+            starts[i] = buffer.count
+            buffer.append(contentsOf: s.utf8)
+            buffer.append(0)
+        case .binary(let b, let oid):
+            starts[i] = buffer.count
+            buffer.append(contentsOf: b)
+            types[i] = Oid(oid)
+            lengths[i] = Int32(b.count)
+            formats[i] = 1
+        }
+    }
+    if buffer.isEmpty { buffer.append(0) }
+    return buffer.withUnsafeBufferPointer { buf in
+        let base = UnsafeRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self)
+        let values: [UnsafePointer<CChar>?] = starts.map { $0 < 0 ? nil : base + $0 }
+        return values.withUnsafeBufferPointer { v in
+            types.withUnsafeBufferPointer { t in
+                lengths.withUnsafeBufferPointer { l in
+                    formats.withUnsafeBufferPointer { f in
+                        body(Int32(parameters.count), t.baseAddress, v.baseAddress, l.baseAddress, f.baseAddress)
+                    }
+                }
+            }
+        }
+    }
 }

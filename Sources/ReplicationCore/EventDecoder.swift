@@ -69,6 +69,15 @@ public enum EventDecoder {
                               message: "the record value is not valid UTF-8 (first invalid byte at offset \(offset) of \(value.count))")
         }
 
+        // The common case: a flat object of simple values (see `scanSimpleObject`).
+        if let values = value.withUnsafeBufferPointer({ scanSimpleObject($0) }) {
+            return try Validator(values: values).event()
+        }
+        return try decodeWithFoundation(value)
+    }
+
+    /// The general path: Foundation's `JSONDecoder`, then the same validation.
+    static func decodeWithFoundation(_ value: [UInt8]) throws(DecodeError) -> Event {
         let envelope: Envelope
         do {
             envelope = try jsonDecoder.decode(Envelope.self, from: Data(value))
@@ -99,7 +108,24 @@ public enum EventDecoder {
 
     // MARK: - Capture of the known fields
 
-    fileprivate enum Field: String, CodingKey, CaseIterable {
+    enum Field: String, CodingKey, CaseIterable {
+        /// Position in `allCases`.
+        var slot: Int {
+            switch self {
+            case .type: 0
+            case .eventID: 1
+            case .messageID: 2
+            case .sessionID: 3
+            case .role: 4
+            case .content: 5
+            case .originRegion: 6
+            case .region: 7
+            case .createdAt: 8
+            case .occurredAt: 9
+            case .version: 10
+            }
+        }
+
         case type
         case eventID = "event_id"
         case messageID = "message_id"
@@ -113,8 +139,18 @@ public enum EventDecoder {
         case version
     }
 
+    /// The captured known fields: a fixed slot per field (no hashing per event).
+    struct FieldValues: Equatable {
+        private var slots = [RawValue?](repeating: nil, count: Field.allCases.count)
+
+        subscript(_ field: Field) -> RawValue? {
+            get { slots[field.slot] }
+            set { slots[field.slot] = newValue }
+        }
+    }
+
     /// A known field's JSON value, as far as validation needs to know it.
-    fileprivate enum RawValue {
+    enum RawValue: Equatable {
         case string(String)
         case integer(Int64)
         /// A number that is not an `Int64`; `nil` when not even a finite `Double`.
@@ -148,7 +184,7 @@ public enum EventDecoder {
     }
 
     private struct Envelope: Decodable {
-        var values: [Field: RawValue] = [:]
+        var values = FieldValues()
 
         init(from decoder: any Decoder) throws {
             let container: KeyedDecodingContainer<Field>
@@ -203,7 +239,7 @@ public enum EventDecoder {
     // MARK: - Validation
 
     private struct Validator {
-        let values: [Field: RawValue]
+        let values: FieldValues
 
         func event() throws(DecodeError) -> Event {
             guard let typeValue = values[.type] else { return try seedStyle() }
@@ -311,7 +347,7 @@ public enum EventDecoder {
 
         func uuid(_ field: Field, _ context: String) throws(DecodeError) -> UUID {
             let s = try requiredString(field, context)
-            guard let id = UUID(uuidString: s) else {
+            guard let id = EventDecoder.parseUUID(s) ?? UUID(uuidString: s) else {
                 throw DecodeError(reason: "invalid_value",
                                   message: "field `\(field.rawValue)` must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), got \(quote(s))")
             }
@@ -329,7 +365,7 @@ public enum EventDecoder {
                 throw DecodeError(reason: "oversize",
                                   message: "field `\(field.rawValue)` is \(bytes) bytes of UTF-8, the limit is \(EventDecoder.maxIdentifierBytes): \(quote(s))")
             }
-            if s.utf8.contains(0) {
+            if firstNUL(s) != nil {
                 throw DecodeError(reason: "invalid_value",
                                   message: "field `\(field.rawValue)` contains a NUL character (U+0000), which Postgres text cannot store: \(quote(s))")
             }
@@ -352,8 +388,7 @@ public enum EventDecoder {
                 throw DecodeError(reason: "oversize",
                                   message: "field `content` is \(bytes) bytes of UTF-8, the limit is \(EventDecoder.maxContentBytes) (1 MiB)")
             }
-            if let index = s.utf8.firstIndex(of: 0) {
-                let offset = s.utf8.distance(from: s.utf8.startIndex, to: index)
+            if let offset = firstNUL(s) {
                 throw DecodeError(reason: "invalid_value",
                                   message: "field `content` contains a NUL character (U+0000) at byte \(offset), which Postgres text cannot store")
             }
@@ -393,6 +428,16 @@ public enum EventDecoder {
     }
 
     // MARK: - Helpers
+
+    /// The byte offset of the first NUL in `s`'s UTF-8, by `memchr` on its contiguous storage
+    /// (`utf8.firstIndex(of:)` was the top entry of the daemon's profile).
+    static func firstNUL(_ s: String) -> Int? {
+        var s = s
+        return s.withUTF8 { u -> Int? in
+            guard let base = u.baseAddress, let p = memchr(base, 0, u.count) else { return nil }
+            return UnsafeRawPointer(p) - UnsafeRawPointer(base)
+        }
+    }
 
     /// A value for an error message: at most `limit` characters of output (escapes count as what
     /// they print, so 40 control characters cannot blow the message up six-fold), quoted, control

@@ -49,6 +49,10 @@ public final class RegionApplier: @unchecked Sendable {
 
     /// Applies `records` and stores `progress` for `consumerGroup`, all in one transaction.
     ///
+    /// The whole transaction — `BEGIN`, the region's advisory lock, one multi-row statement per
+    /// kind of event (binary array parameters), the dead letters, the offsets and `COMMIT` — goes
+    /// to the server as one pipeline: one network round trip per batch.
+    ///
     /// A permanent data error (SQLSTATE class 22/23) makes the batch run again event by event
     /// under savepoints, so only the records the database refuses become dead letters.
     /// - Parameters:
@@ -57,15 +61,26 @@ public final class RegionApplier: @unchecked Sendable {
     /// - Throws: ``PostgresError`` for transient failures (nothing was committed).
     public func apply(_ records: [DecodedRecord], progress: [PartitionProgress], consumerGroup: String?,
                       topic: String, on db: PostgresConnection, dryRun: Bool = false) throws(PostgresError) -> ApplyResult {
-        do {
-            return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
-                let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
-                var result = try applyPlan(plan, on: db)
-                result.counts = result.counts + plan.decided
-                try insertDeadLetters(plan.deadLetters, on: db)
-                try storeProgress(progress, group: consumerGroup, topic: topic, on: db)
-                return result
+        let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
+        do throws(PostgresError) {
+            var steps = [PostgresStatement("BEGIN"), PostgresStatement(sql.lock)]
+            let work = planStatements(plan)
+            steps += work.map(\.statement)
+            if let dl = deadLetterStatement(plan.deadLetters) { steps.append(dl) }
+            if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }
+            steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
+            let results: [PostgresResult]
+            do throws(PostgresError) {
+                results = try db.pipeline(steps)
+            } catch {
+                // A failed statement leaves the explicit transaction aborted: end it.
+                if db.isOpen { try? db.execute("ROLLBACK") }
+                throw error
             }
+            var result = ApplyResult()
+            for (i, w) in work.enumerated() { account(results[2 + i], into: &result, total: w.total, timestamps: w.timestamps) }
+            result.counts = result.counts + plan.decided
+            return result
         } catch let error where error.isDataError {
             return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
                 try applyIsolated(records, progress: progress, group: consumerGroup, topic: topic, on: db)
@@ -102,8 +117,10 @@ public final class RegionApplier: @unchecked Sendable {
             result.counts = result.counts + plan.decided
             guard plan.pendingCount > 0 else { continue }
             try db.execute("SAVEPOINT one_event")
-            do {
-                result.merge(try applyPlan(plan, on: db))
+            do throws(PostgresError) {
+                let work = planStatements(plan)
+                let results = try db.pipeline(work.map(\.statement))
+                for (i, w) in work.enumerated() { account(results[i], into: &result, total: w.total, timestamps: w.timestamps) }
                 try db.execute("RELEASE SAVEPOINT one_event")
             } catch let error where error.isDataError {
                 try db.execute("ROLLBACK TO SAVEPOINT one_event")
@@ -111,85 +128,117 @@ public final class RegionApplier: @unchecked Sendable {
                 result.counts[.deadLettered] += 1
             }
         }
-        try insertDeadLetters(dead, on: db)
-        try storeProgress(progress, group: group, topic: topic, on: db)
+        if let dl = deadLetterStatement(dead) { try db.query(dl.sql, parameters: dl.parameters) }
+        if let off = progressStatement(progress, group: group, topic: topic) { try db.query(off.sql, parameters: off.parameters) }
         return result
     }
 
     // MARK: - The set operations
 
-    private func applyPlan(_ plan: ApplyPlan, on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
-        var result = ApplyResult()
-        /// Each statement returns (applied, same-version duplicates, ordinalities of the applied rows).
-        func account(_ r: PostgresResult, total: Int, timestamps: [Int64?]) {
-            let row = r.rows.first ?? []
-            let applied = Int((row.first ?? nil) ?? "0") ?? 0
-            let same = row.count > 1 ? Int(row[1] ?? "0") ?? 0 : 0
-            result.counts[.applied] += applied
-            result.counts[.duplicate] += same
-            result.counts[.stale] += total - applied - same
-            if row.count > 2, let list = row[2] {
-                for i in list.split(separator: ",") {
-                    if let i = Int(i), i >= 1, i <= timestamps.count, let ts = timestamps[i - 1] {
-                        result.appliedTimestampsMs.append(ts)
-                    }
+    /// One statement of a plan, with what its result is accounted against.
+    private struct Work {
+        var statement: PostgresStatement
+        var total: Int
+        var timestamps: [Int64?]
+    }
+
+    /// Each statement returns (applied, same-version duplicates, ordinalities of the applied rows).
+    private func account(_ r: PostgresResult, into result: inout ApplyResult, total: Int, timestamps: [Int64?]) {
+        let row = r.rows.first ?? []
+        let applied = Int((row.first ?? nil) ?? "0") ?? 0
+        let same = row.count > 1 ? Int(row[1] ?? "0") ?? 0 : 0
+        result.counts[.applied] += applied
+        result.counts[.duplicate] += same
+        result.counts[.stale] += total - applied - same
+        if row.count > 2, let list = row[2] {
+            for i in list.split(separator: ",") {
+                if let i = Int(i), i >= 1, i <= timestamps.count, let ts = timestamps[i - 1] {
+                    result.appliedTimestampsMs.append(ts)
                 }
             }
         }
+    }
+
+    private func planStatements(_ plan: ApplyPlan) -> [Work] {
+        var work: [Work] = []
         if !plan.sessionTombstones.isEmpty {
             let s = plan.sessionTombstones
-            account(try db.query(sql.sessionTombstones, [
-                PostgresArray.text(s.map(\.sessionID)),
-                PostgresArray.text(s.map(\.occurredAt.postgresText)),
-            ]), total: s.count, timestamps: plan.sessionTombstoneTimestamps)
+            var ids = PostgresBinaryArray(.text), at = PostgresBinaryArray(.timestamptz)
+            for x in s {
+                ids.append(text: x.sessionID)
+                at.append(timestamptzMicroseconds: x.occurredAt.microseconds)
+            }
+            work.append(Work(statement: PostgresStatement(sql.sessionTombstones, [ids.parameter, at.parameter]),
+                             total: s.count, timestamps: plan.sessionTombstoneTimestamps))
         }
         if !plan.messageTombstones.isEmpty {
             let d = plan.messageTombstones
-            account(try db.query(sql.messageTombstones, [
-                PostgresArray.text(d.map(\.messageID.uuidString)),
-                PostgresArray.text(d.map(\.sessionID)),
-                PostgresArray.integers(d.map(\.version)),
-                PostgresArray.text(d.map(\.occurredAt.postgresText)),
-            ]), total: d.count, timestamps: plan.messageTombstoneTimestamps)
+            var ids = PostgresBinaryArray(.uuid), sessions = PostgresBinaryArray(.text)
+            var versions = PostgresBinaryArray(.int8), at = PostgresBinaryArray(.timestamptz)
+            for x in d {
+                ids.append(uuid: x.messageID)
+                sessions.append(text: x.sessionID)
+                versions.append(int8: x.version)
+                at.append(timestamptzMicroseconds: x.occurredAt.microseconds)
+            }
+            work.append(Work(statement: PostgresStatement(sql.messageTombstones,
+                                                          [ids.parameter, sessions.parameter, versions.parameter, at.parameter]),
+                             total: d.count, timestamps: plan.messageTombstoneTimestamps))
         }
         if !plan.upserts.isEmpty {
             let u = plan.upserts
-            account(try db.query(sql.upserts, [
-                PostgresArray.text(u.map(\.messageID.uuidString)),
-                PostgresArray.text(u.map(\.sessionID)),
-                PostgresArray.text(u.map(\.role.rawValue)),
-                PostgresArray.text(u.map(\.content)),
-                PostgresArray.text(u.map(\.originRegion)),
-                PostgresArray.text(u.map(\.createdAt.postgresText)),
-                PostgresArray.integers(u.map(\.version)),
-            ]), total: u.count, timestamps: plan.upsertTimestamps)
+            let contentBytes = u.reduce(0) { $0 + $1.content.utf8.count + 4 }
+            var ids = PostgresBinaryArray(.uuid, reservingBytes: 20 * u.count)
+            var sessions = PostgresBinaryArray(.text, reservingBytes: 24 * u.count)
+            var roles = PostgresBinaryArray(.text, reservingBytes: 14 * u.count)
+            var contents = PostgresBinaryArray(.text, reservingBytes: contentBytes)
+            var regions = PostgresBinaryArray(.text, reservingBytes: 20 * u.count)
+            var created = PostgresBinaryArray(.timestamptz, reservingBytes: 12 * u.count)
+            var versions = PostgresBinaryArray(.int8, reservingBytes: 12 * u.count)
+            for x in u {
+                ids.append(uuid: x.messageID)
+                sessions.append(text: x.sessionID)
+                roles.append(text: x.role.rawValue)
+                contents.append(text: x.content)
+                regions.append(text: x.originRegion)
+                created.append(timestamptzMicroseconds: x.createdAt.microseconds)
+                versions.append(int8: x.version)
+            }
+            work.append(Work(statement: PostgresStatement(sql.upserts, [
+                ids.parameter, sessions.parameter, roles.parameter, contents.parameter,
+                regions.parameter, created.parameter, versions.parameter,
+            ]), total: u.count, timestamps: plan.upsertTimestamps))
         }
-        return result
+        return work
     }
 
-    private func insertDeadLetters(_ dead: [DeadLetter], on db: PostgresConnection) throws(PostgresError) {
-        guard !dead.isEmpty else { return }
-        try db.query(sql.deadLetters, [
-            PostgresArray.text(dead.map(\.record.topic)),
-            PostgresArray.integers(dead.map(\.record.partition)),
-            PostgresArray.integers(dead.map(\.record.offset)),
-            PostgresArray.bytea(dead.map(\.record.key)),
-            PostgresArray.bytea(dead.map(\.record.value)),
-            PostgresArray.text(dead.map { String($0.error.prefix(2000)) }),
-        ])
+    private func deadLetterStatement(_ dead: [DeadLetter]) -> PostgresStatement? {
+        guard !dead.isEmpty else { return nil }
+        var topics = PostgresBinaryArray(.text), partitions = PostgresBinaryArray(.int4)
+        var offsets = PostgresBinaryArray(.int8), keys = PostgresBinaryArray(.bytea)
+        var values = PostgresBinaryArray(.bytea), errors = PostgresBinaryArray(.text)
+        for d in dead {
+            topics.append(text: d.record.topic)
+            partitions.append(int4: d.record.partition)
+            offsets.append(int8: d.record.offset)
+            if let k = d.record.key { keys.append(bytes: k) } else { keys.appendNull() }
+            if let v = d.record.value { values.append(bytes: v) } else { values.appendNull() }
+            errors.append(text: String(d.error.prefix(2000)))
+        }
+        return PostgresStatement(sql.deadLetters, [topics.parameter, partitions.parameter, offsets.parameter,
+                                                   keys.parameter, values.parameter, errors.parameter])
     }
 
-    private func storeProgress(_ progress: [PartitionProgress], group: String?, topic: String,
-                               on db: PostgresConnection) throws(PostgresError) {
-        guard let group, !progress.isEmpty else { return }
-        try db.query(sql.offsets, [
-            group, topic,
-            PostgresArray.integers(progress.map(\.partition)),
-            PostgresArray.integers(progress.map(\.nextOffset)),
-            PostgresArray.text(progress.map { p in
-                p.lastRecordMs.map { Timestamp(microseconds: $0 * 1000).postgresText }
-            }),
-        ])
+    private func progressStatement(_ progress: [PartitionProgress], group: String?, topic: String) -> PostgresStatement? {
+        guard let group, !progress.isEmpty else { return nil }
+        var partitions = PostgresBinaryArray(.int4), next = PostgresBinaryArray(.int8)
+        var last = PostgresBinaryArray(.timestamptz)
+        for p in progress {
+            partitions.append(int4: p.partition)
+            next.append(int8: p.nextOffset)
+            if let ms = p.lastRecordMs { last.append(timestamptzMicroseconds: ms * 1000) } else { last.appendNull() }
+        }
+        return PostgresStatement(sql.offsets, [.text(group), .text(topic), partitions.parameter, next.parameter, last.parameter])
     }
 
     // MARK: - Stored offsets

@@ -58,6 +58,8 @@ public final class RegionPipeline: @unchecked Sendable {
     /// Owned partitions → next offset to apply (nil = not yet known: take the first record).
     private var owned: [Int32: Int64?] = [:]
     private var pending: [KafkaRecord] = []
+    /// Partitions assigned or revoked during the current `pollBatch` call (see `fillBatch`).
+    private var rebalancedDuringPoll: Set<Int32> = []
     private var lastProgressLog = ContinuousClock.now
     private var totals = OutcomeCounts()
     private var lastKafkaWarning: ContinuousClock.Instant?
@@ -156,7 +158,14 @@ public final class RegionPipeline: @unchecked Sendable {
         }
     }
 
-    /// Polls until the batch is full or `maxBatchDelay` after its first record.
+    /// Polls until the batch is full, or nothing more is ready, or `maxBatchDelay` after its
+    /// first record.
+    ///
+    /// Records come from librdkafka in batches (`rd_kafka_consume_batch_queue`, up to what the
+    /// apply batch still lacks). A rebalance served inside one such call can leave records of a
+    /// partition fetched before it (old position) next to records fetched after it (the stored
+    /// position): the records of every partition a rebalance touched during the call are then
+    /// dropped, and the partition is re-positioned at its next offset to apply.
     private func fillBatch(_ consumer: KafkaConsumer) throws {
         var deadline: ContinuousClock.Instant? = nil
         while pending.count < settings.maxBatchEvents && !stopping {
@@ -169,27 +178,62 @@ public final class RegionPipeline: @unchecked Sendable {
             } else {
                 timeout = 200
             }
-            guard let result = consumer.poll(timeoutMs: timeout) else {
+            rebalancedDuringPoll.removeAll(keepingCapacity: true)
+            // rd_kafka_consume_batch_queue waits until it has *all* the records asked for or the
+            // timeout passes: take what is there at once, and wait only for a first record.
+            // Once a batch has records and nothing more is ready, it is applied at once:
+            // waiting out max_batch_delay would only add latency when records trickle in, while
+            // under a backlog the prefetched queue is never empty and batches fill up anyway
+            // (and records that arrive during one apply make the next batch: group commit).
+            var results = consumer.pollBatch(maxRecords: settings.maxBatchEvents - pending.count, timeoutMs: 0)
+            if results.isEmpty {
+                if deadline != nil { break }
+                results = consumer.pollBatch(maxRecords: 1, timeoutMs: timeout)
+            }
+            let touched = rebalancedDuringPoll
+            if !touched.isEmpty { reposition(touched, consumer) }
+            if results.isEmpty {
                 if deadline == nil && !pending.isEmpty { break }  // pending survived a retry episode
                 continue
             }
-            switch result {
-            case .error(let e, let fatal):
-                if fatal { throw PipelineError(description: "region \(settings.region): fatal Kafka error: \(e)") }
-                // librdkafka reports every failed connection attempt; one line per 30 s is enough.
-                let now = ContinuousClock.now
-                if lastKafkaWarning.map({ now - $0 >= .seconds(30) }) ?? true {
-                    lastKafkaWarning = now
-                    logger.warning("Kafka consumer error (librdkafka retries by itself)", metadata: ["error": "\(e)"])
-                } else {
-                    logger.debug("Kafka consumer error", metadata: ["error": "\(e)"])
+            for result in results {
+                switch result {
+                case .error(let e, let fatal):
+                    if fatal { throw PipelineError(description: "region \(settings.region): fatal Kafka error: \(e)") }
+                    // librdkafka reports every failed connection attempt; one line per 30 s is enough.
+                    let now = ContinuousClock.now
+                    if lastKafkaWarning.map({ now - $0 >= .seconds(30) }) ?? true {
+                        lastKafkaWarning = now
+                        logger.warning("Kafka consumer error (librdkafka retries by itself)", metadata: ["error": "\(e)"])
+                    } else {
+                        logger.debug("Kafka consumer error", metadata: ["error": "\(e)"])
+                    }
+                case .record(let r):
+                    if touched.contains(r.partition) { continue }  // re-read from its next offset
+                    guard let entry = owned[r.partition] else { continue }  // revoked meanwhile
+                    if let next = entry, r.offset < next { continue }  // already applied
+                    pending.append(r)
+                    if deadline == nil { deadline = ContinuousClock.now.advanced(by: settings.maxBatchDelay) }
                 }
-            case .record(let r):
-                guard let entry = owned[r.partition] else { continue }  // revoked meanwhile
-                if let next = entry, r.offset < next { continue }  // already applied
-                pending.append(r)
-                if deadline == nil { deadline = ContinuousClock.now.advanced(by: settings.maxBatchDelay) }
             }
+        }
+    }
+
+    /// Seeks the still-owned `partitions` to their next offset to apply (after a rebalance in
+    /// the middle of a batched poll; see `fillBatch`).
+    private func reposition(_ partitions: Set<Int32>, _ consumer: KafkaConsumer) {
+        var positions: [TopicPartitionOffset] = []
+        for p in partitions.sorted() {
+            guard let entry = owned[p] else { continue }
+            let pendingNext = pending.last(where: { $0.partition == p }).map { $0.offset + 1 }
+            let next = pendingNext ?? entry ?? TopicPartitionOffset.beginning
+            positions.append(TopicPartitionOffset(topic: settings.topic, partition: p, offset: next))
+        }
+        guard !positions.isEmpty else { return }
+        do {
+            try consumer.seek(positions, timeoutMs: 5000)
+        } catch {
+            logger.warning("seek after a rebalance failed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -282,7 +326,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private func rebalanced(_ event: KafkaConsumer.RebalanceEvent) -> [TopicPartitionOffset] {
         switch event {
         case .revoked(let parts, let lost):
-            for p in parts { owned[p.partition] = nil }
+            for p in parts { owned[p.partition] = nil; rebalancedDuringPoll.insert(p.partition) }
             status.assignment(region: settings.region, revoked: parts.map(\.partition))
             pending.removeAll { r in parts.contains { $0.partition == r.partition } }
             logger.info("partitions revoked", metadata: ["partitions": "\(parts.map(\.partition).sorted())", "lost": "\(lost)"])
@@ -297,6 +341,7 @@ public final class RegionPipeline: @unchecked Sendable {
                     for p in parts {
                         let start = stored[p.partition]
                         owned[p.partition] = .some(start)
+                        rebalancedDuringPoll.insert(p.partition)
                         positions.append(TopicPartitionOffset(topic: p.topic, partition: p.partition,
                                                               offset: start ?? TopicPartitionOffset.beginning))
                     }

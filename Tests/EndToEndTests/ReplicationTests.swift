@@ -59,6 +59,53 @@ struct ReplicationTests {
 }
 
 extension ReplicationTests {
+    @Test("Several events of one message in one batch (edits, a deletion, a stale upsert after it) apply as one by one would")
+    func severalEventsOfOneMessageInOneBatch() throws {
+        // Produced before the daemon starts, all with one key (one partition), so that the
+        // daemon's batched consumption hands them to one apply transaction; checked below.
+        let h = try Harness(maxBatchEvents: 1000)
+        let origin = "us-east-1"
+        let session = "s-one-batch"
+        let a = "5f7e9c52-0000-4000-8000-00000000000a"  // created, edited, deleted
+        let b = "5f7e9c52-0000-4000-8000-00000000000b"  // created, edited twice
+        let c = "5f7e9c52-0000-4000-8000-00000000000c"  // created, deleted, then a late upsert of the deleted version
+        let d = "5f7e9c52-0000-4000-8000-00000000000d"  // created only
+        func delete(_ id: String, version: Int) -> [UInt8] {
+            let json: [String: Any] = ["type": "message.deleted", "event_id": UUID().uuidString, "message_id": id,
+                                       "session_id": session, "origin_region": origin,
+                                       "occurred_at": "2026-11-24T10:05:00Z", "version": version]
+            return Array(try! JSONSerialization.data(withJSONObject: json))
+        }
+        let values: [[UInt8]] = [
+            upsertEvent(id: a, session: session, content: "a v1", origin: origin, version: 1),
+            upsertEvent(id: b, session: session, content: "b v1", origin: origin, version: 1),
+            upsertEvent(id: a, session: session, content: "a v2", origin: origin, version: 2),
+            upsertEvent(id: c, session: session, content: "c v1", origin: origin, version: 1),
+            delete(a, version: 3),
+            upsertEvent(id: b, session: session, content: "b v2", origin: origin, version: 2),
+            delete(c, version: 2),
+            upsertEvent(id: d, session: session, content: "d v1", origin: origin, version: 1),
+            upsertEvent(id: c, session: session, content: "c v2, after its deletion", origin: origin, version: 2),
+            upsertEvent(id: b, session: session, content: "b v3", origin: origin, version: 3),
+            upsertEvent(id: a, session: session, content: "a v2 again", origin: origin, version: 2),
+        ]
+        for v in values { try h.cluster.produceRaw(key: session, value: v) }
+        try h.cluster.producer.flush(timeoutMs: 30_000)
+        try h.startDaemon()
+        try h.waitAllCaughtUp()
+        for r in h.regions where r != origin {
+            let rows = try h.dbs.query(r, "SELECT message_id::text, content, version, xmin::text FROM messages ORDER BY message_id")
+            #expect(rows.map { [$0[0], $0[1], $0[2]] } == [[b, "b v3", "3"], [d, "d v1", "1"]], "region \(r): \(rows)")
+            #expect(Set(rows.map { $0[3] }).count == 1, "region \(r): the events were not applied in one batch: \(rows)")
+        }
+        for r in h.regions {
+            let tombstones = try h.dbs.query(r, "SELECT message_id::text, version FROM replicator_message_tombstones ORDER BY message_id")
+            #expect(tombstones.map { [$0[0], $0[1]] } == [[a, "3"], [c, "2"]], "region \(r)")
+            #expect(try h.dbs.query(r, "SELECT count(*) FROM replicator_dead_letters")[0][0] == "0")
+        }
+        #expect(try h.rows(origin).isEmpty)
+    }
+
     /// One record of every kind CONTRACT §2 calls a dead letter.
     static let poison: [(name: String, value: [UInt8]?)] = {
         func j(_ s: String) -> [UInt8] { Array(s.utf8) }

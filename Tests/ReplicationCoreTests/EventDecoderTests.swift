@@ -485,3 +485,78 @@ private func expectFailure(_ json: String, _ reason: String, mentioning: String?
         #expect(try decoded(" \n\t" + object(sessionDeletedFields) + "\r\n ") == (try decoded(object(sessionDeletedFields))))
     }
 }
+
+// MARK: - The lean scanner against Foundation
+
+@Suite("EventDecoder: the lean scanner decides exactly as the Foundation path")
+struct EventDecoderFastPathTests {
+    static let upsert = #"{"type":"message.upserted","event_id":"e1","message_id":"5f7e9c52-1b2c-4d3e-8f40-123456789abc","session_id":"sess-42","role":"user","content":"hello","origin_region":"us-east-1","created_at":"2026-11-24T10:00:00.123456Z","version":7}"#
+
+    static let inputs: [String] = [
+        upsert,
+        " \n\t" + upsert + " \r\n",
+        #"{"type":"message.deleted","event_id":"e","message_id":"5f7e9c52-1b2c-4d3e-8f40-123456789abc","session_id":"s","origin_region":"eu-west-1","occurred_at":"2026-11-24T10:05:00+02:00","version":2}"#,
+        #"{"type":"session.deleted","event_id":"e","session_id":"s","origin_region":"eu-west-1","occurred_at":"2026-11-24T11:00:00Z"}"#,
+        #"{"session_id":"sess-42","role":"user","content":"hello","region":"us-east-1","created_at":"2026-11-24T10:00:00.123456"}"#,
+        // escapes and non-ASCII text
+        #"{"session_id":"s","role":"assistant","content":"line\nbreak \"quoted\" back\\slash \/ \b\f\r\t tab é \u00e9 \u4e2d \ud83d\ude00 😀","region":"r","created_at":"2026-11-24T10:00:00"}"#,
+        #"{"session_id":"s","role":"user","content":"nul \u0000 inside","region":"r","created_at":"2026-11-24T10:00:00"}"#,
+        // unknown fields of every simple kind, and nested ones (Foundation path)
+        #"{"session_id":"s","role":"user","content":"c","region":"r","created_at":"2026-11-24T10:00:00","x":true,"y":null,"z":-12,"w":"v"}"#,
+        #"{"session_id":"s","role":"user","content":"c","region":"r","created_at":"2026-11-24T10:00:00","n":{"a":[1,2]}}"#,
+        // wrong types and values in known fields
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":"7""#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":0"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":-3"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":7.0"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":7.5"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":1e3"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":99999999999999999999"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":null"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":true"#),
+        upsert.replacingOccurrences(of: #""version":7"#, with: #""version":07"#),
+        upsert.replacingOccurrences(of: #""content":"hello""#, with: #""content":42"#),
+        upsert.replacingOccurrences(of: #""content":"hello""#, with: #""content":null"#),
+        upsert.replacingOccurrences(of: #""content":"hello""#, with: #""content":"bad \x escape""#),
+        upsert.replacingOccurrences(of: #""content":"hello""#, with: #""content":"lone \ud800 surrogate""#),
+        upsert.replacingOccurrences(of: #""content":"hello""#, with: #""content":"lone \udc00 low""#),
+        upsert.replacingOccurrences(of: #""role":"user""#, with: #""role":"wizard""#),
+        upsert.replacingOccurrences(of: #""type":"message.upserted""#, with: #""type":"message.exploded""#),
+        upsert.replacingOccurrences(of: #""created_at":"2026-11-24T10:00:00.123456Z""#, with: #""created_at":"yesterday""#),
+        // duplicates, escaped keys, trailing comma, garbage
+        String(upsert.dropLast()) + #","version":8}"#,
+        String(upsert.dropLast()) + #","x":1,"x":2}"#,
+        String(upsert.dropLast()) + #","ty\u0070e":"message.upserted"}"#,
+        String(upsert.dropLast()) + ",}",
+        upsert + " x",
+        "{}", "[]", "42", "\"s\"", "null", "{", "{\"a\":tru}", "{\"a\":-}", "{\"a\":1,}",
+    ]
+
+    @Test(arguments: inputs)
+    func sameDecision(_ text: String) {
+        let bytes = Array(text.utf8)
+        let foundation: Result<Event, DecodeError>
+        do throws(DecodeError) {
+            foundation = .success(try EventDecoder.decodeWithFoundation(bytes))
+        } catch {
+            foundation = .failure(error)
+        }
+        #expect(EventDecoder.decode(bytes) == foundation)
+    }
+
+    @Test func simpleEventsTakeTheScanner() {
+        let taken = Array(Self.upsert.utf8).withUnsafeBufferPointer { EventDecoder.scanSimpleObject($0) }
+        #expect(taken?[.version] == .integer(7))
+        #expect(taken?[.content] == .string("hello"))
+        let nested = Array(#"{"a":{"b":1}}"#.utf8).withUnsafeBufferPointer { EventDecoder.scanSimpleObject($0) }
+        #expect(nested == nil)
+    }
+
+    @Test(arguments: ["5f7e9c52-1b2c-4d3e-8f40-123456789abc", "5F7E9C52-1B2C-4D3E-8F40-123456789ABC",
+                      "5f7e9c52-1b2c-4d3e-8f40-123456789ab", "5f7e9c52x1b2c-4d3e-8f40-123456789abc",
+                      "5f7e9c52-1b2c-4d3e-8f40-123456789abg", "", "{5f7e9c52-1b2c-4d3e-8f40-123456789abc}"])
+    func uuidParserAgreesWithFoundation(_ s: String) {
+        #expect((EventDecoder.parseUUID(s) ?? UUID(uuidString: s)) == UUID(uuidString: s))
+        if let parsed = EventDecoder.parseUUID(s) { #expect(parsed == UUID(uuidString: s)) }
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Checks that a `scripts/bench` JSON file is well formed: every figure present and a finite
+number. No timing assertions: the test suite uses this as a smoke check only."""
+import json
+import math
+import sys
+
+REQUIRED = {
+    "ceiling": ["rows", "seconds", "rows_per_s"],
+    "naive": ["events", "seconds", "events_per_s"],
+    "catchup_1": ["events_per_s", "seconds", "cpu_us_per_event_region", "cpu_s_per_1000_events", "peak_rss_mb"],
+    "catchup_3": ["total_events_per_s", "min_region_events_per_s", "cpu_us_per_event_region", "peak_rss_mb"],
+    "reapply_3": ["total_events_per_s", "min_region_events_per_s", "cpu_us_per_event_region"],
+    "steady_3": ["rate", "sent", "cpu_us_per_event_region", "peak_rss_mb"],
+}
+
+
+def number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def main(path):
+    with open(path) as f:
+        r = json.load(f)
+    problems = []
+    for section, keys in REQUIRED.items():
+        for k in keys:
+            if not number(r.get(section, {}).get(k)):
+                problems.append(f"{section}.{k} is not a number: {r.get(section, {}).get(k)!r}")
+    for q in ("p50", "p99"):
+        if not number(r.get("steady_3", {}).get("daemon_histogram_ms", {}).get(q)):
+            problems.append(f"steady_3.daemon_histogram_ms.{q} missing")
+    for q in ("p50", "p99", "max"):
+        if not number(r.get("steady_3", {}).get("stamped_ms", {}).get(q)):
+            problems.append(f"steady_3.stamped_ms.{q} missing")
+    for section in ("catchup_3", "reapply_3"):
+        if len(r.get(section, {}).get("per_region", {})) != 3:
+            problems.append(f"{section}.per_region does not have 3 regions")
+    if not isinstance(r.get("table"), list) or not r["table"]:
+        problems.append("table missing")
+    if problems:
+        print(f"{path}: malformed benchmark results:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    print(f"{path}: well-formed benchmark results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
