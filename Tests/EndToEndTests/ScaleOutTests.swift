@@ -8,13 +8,6 @@ import Testing
 struct ScaleOutTests {
     static let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 
-    /// region → partitions the instance behind `endpoint` owns now (`/lag` assigned_partitions).
-    static func assigned(_ endpoint: DaemonEndpoint) throws -> [String: Set<Int>] {
-        try endpoint.lag().mapValues { region in
-            Set(((region["assigned_partitions"] as? [Any]) ?? []).compactMap { ($0 as? NSNumber)?.intValue })
-        }
-    }
-
     @Test("Two instances split every region's partitions; SIGKILL one mid-stream: the other takes them over, nothing lost")
     func killOneOfTwo() throws {
         let portA = try freeLoopbackPort(), portB = try freeLoopbackPort()
@@ -29,13 +22,13 @@ struct ScaleOutTests {
 
         // Both instances own partitions of every region, disjoint, together all of them.
         try waitUntil("both instances to own a share of every region's partitions", timeout: .seconds(60)) {
-            let (x, y) = (try Self.assigned(endA), try Self.assigned(endB))
+            let (x, y) = (try endA.assignedPartitions(), try endB.assignedPartitions())
             return h.regions.allSatisfy { r in
                 let (p, q) = (x[r] ?? [], y[r] ?? [])
                 return !p.isEmpty && !q.isEmpty && p.isDisjoint(with: q) && p.union(q) == all
             }
         }
-        let before = try Self.assigned(endA)
+        let before = try endA.assignedPartitions()
 
         // Events flow at a steady rate; A dies while they do.
         let records = w.events.map { e in
@@ -47,14 +40,14 @@ struct ScaleOutTests {
             guard producer.produced > records.count / 3 else { return false }
             return try h.regions.allSatisfy { try h.storedOffsets($0).count == all.count }
         }
-        #expect(try Self.assigned(endA) == before, "A's partitions moved before the kill")
+        #expect(try endA.assignedPartitions() == before, "A's partitions moved before the kill")
         a.kill9()
         let killedAt = ContinuousClock.now
         #expect(producer.produced < records.count, "the kill must land mid-stream")
 
         // B takes over A's partitions once the group notices (session.timeout.ms = 6 s here).
         try waitUntil("B to own every partition of every region", timeout: .seconds(45)) {
-            let y = try Self.assigned(endB)
+            let y = try endB.assignedPartitions()
             return h.regions.allSatisfy { y[$0] == all }
         }
         let takeover = ContinuousClock.now - killedAt

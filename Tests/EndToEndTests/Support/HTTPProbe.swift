@@ -113,6 +113,16 @@ struct DaemonEndpoint {
         return Dictionary(uniqueKeysWithValues: regions.map { ($0["region"] as? String ?? "?", $0) })
     }
 
+    /// region → the partitions this instance owns now (`/lag` `assigned_partitions`).
+    func assignedPartitions() throws -> [String: Set<Int>] { Self.assignedPartitions(in: try lag()) }
+
+    /// The same, from a `/lag` already read with ``lag()``.
+    static func assignedPartitions(in lag: [String: [String: Any]]) -> [String: Set<Int>] {
+        lag.mapValues { region in
+            Set(((region["assigned_partitions"] as? [Any]) ?? []).compactMap { ($0 as? NSNumber)?.intValue })
+        }
+    }
+
     /// `/metrics`, parsed: `name{labels}` → value.
     func metrics() throws -> [String: Double] {
         let r = try get("/metrics")
