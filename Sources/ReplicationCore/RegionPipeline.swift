@@ -17,6 +17,9 @@ public struct PipelineSettings: Sendable {
     public var maxBatchEvents: Int
     public var maxBatchDelay: Duration
 
+    /// Event field → column of ``table``.
+    public var columns: MessageColumns = .standard
+
     public init(region: String, conninfo: String, kafka: KafkaConfiguration, topic: String, consumerGroup: String,
                 table: TableName, applyToOrigin: Bool, maxBatchEvents: Int, maxBatchDelay: Duration) {
         self.region = region
@@ -74,7 +77,8 @@ public final class RegionPipeline: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
         self.logger = logger
-        self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin)
+        self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin,
+                                     columns: settings.columns)
     }
 
     /// Asks the loop to stop after the in-flight batch (committed or rolled back atomically).
@@ -372,9 +376,9 @@ public final class RegionPipeline: @unchecked Sendable {
         db = nil
         let c = try PostgresConnection(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)")
         try c.execute("SET jit = off; SET work_mem = '32MB'; SET statement_timeout = '60s'")
-        let missing = try Schema.missingTables(c, table: settings.table)
-        if !missing.isEmpty {
-            throw PipelineError(description: "region \(settings.region) is not migrated (missing: \(missing.joined(separator: ", "))); run `region-replicator migrate`")
+        let problems = try Schema.problems(c, table: settings.table, columns: settings.columns)
+        if !problems.isEmpty {
+            throw PipelineError(description: "region \(settings.region) cannot be applied to: \(problems.joined(separator: " "))")
         }
         db = c
         status.pipelineDatabase(region: settings.region, connected: true, problem: nil)

@@ -128,9 +128,13 @@ public struct ReplicatorConfig: Sendable {
         public var maxBatchDelayMs: Int
         /// Apply upserts to their origin region too (CONTRACT §3).
         public var applyToOrigin: Bool
+        /// Event field → column of ``table`` (`apply.columns`, `apply.attributes_column`).
+        public var columns: MessageColumns
 
-        public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false) {
+        public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
+                    columns: MessageColumns = .standard) {
             self.table = table
+            self.columns = columns
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
             self.applyToOrigin = applyToOrigin
@@ -438,6 +442,11 @@ struct RawConfig {
     var maxBatchEvents: Sourced<Int>?
     var maxBatchDelayMs: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
+    var columns: [String: Sourced<String>] = [:]
+    var columnsKey: String?
+    /// `apply.columns.replicated_at: null`: the table has no such column.
+    var noReplicatedAt = false
+    var attributesColumn: Sourced<String>?
     var listen: Sourced<String>?
     var level: Sourced<String>?
     var format: Sourced<String>?
@@ -455,7 +464,7 @@ struct RawConfig {
         "metadata.broker.list": "set kafka.brokers",
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
-    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "apply_to_origin"]
+    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "apply_to_origin", "columns", "attributes_column"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -491,6 +500,19 @@ struct RawConfig {
                     case "table": raw.table = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "columns":
+                        raw.columnsKey = e.key
+                        if e.node.isNullScalar { continue }
+                        for c in try walker.entries(of: e.node, at: e.key, known: MessageColumns.fieldKeys) {
+                            if c.name == "replicated_at", c.node.isNullScalar {
+                                raw.noReplicatedAt = true
+                                continue
+                            }
+                            raw.columns[c.name] = Sourced(value: try walker.string(c.node, at: c.key), key: c.key)
+                        }
+                    case "attributes_column":
+                        if e.node.isNullScalar { continue }
+                        raw.attributesColumn = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
@@ -665,9 +687,27 @@ struct RawConfig {
         }
         let maxBatchEvents = try Self.checkRange(maxBatchEvents, default: 1000, key: "apply.max_batch_events", 1...100_000, file: file)
         let maxBatchDelayMs = try Self.checkRange(maxBatchDelayMs, default: 20, key: "apply.max_batch_delay_ms", 0...60_000, file: file)
+        for (_, column) in columns.sorted(by: { $0.key < $1.key }) {
+            do { try MessageColumns.validate(column.value) } catch {
+                throw fail(column.key, "invalid column name \(quoted(column.value)): \(error.problem)")
+            }
+        }
+        if let a = attributesColumn {
+            do { try MessageColumns.validate(a.value) } catch {
+                throw fail(a.key, "invalid column name \(quoted(a.value)): \(error.problem)")
+            }
+        }
+        let messageColumns: MessageColumns
+        do {
+            messageColumns = try MessageColumns(mapping: columns.mapValues(\.value),
+                                                replicatedAt: noReplicatedAt ? .some(nil) : nil,
+                                                attributes: attributesColumn?.value)
+        } catch {
+            throw fail(columnsKey ?? "apply.columns", "\(quoted(error.text)): \(error.problem)")
+        }
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false)
+            applyToOrigin: applyToOrigin?.value ?? false, columns: messageColumns)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

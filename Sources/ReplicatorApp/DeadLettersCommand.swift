@@ -146,7 +146,8 @@ struct DeadLettersRetry: AsyncParsableCommand {
         let (config, region) = try target.resolve()
         let db = try await DeadLetterTarget.connect(config, region, purpose: "retry")
         defer { db.close() }
-        let applier = RegionApplier(region: region.name, table: config.apply.table, applyToOrigin: config.apply.applyToOrigin)
+        let applier = RegionApplier(region: region.name, table: config.apply.table, applyToOrigin: config.apply.applyToOrigin,
+                                    columns: config.apply.columns)
         let id = self.id
         let result: Result<(resolved: Int, failed: Int, counts: OutcomeCounts), PostgresError> = await onBlockingThread {
             do throws(PostgresError) {
