@@ -156,7 +156,7 @@ struct AdoptionTests {
         try h.startDaemon()
         let id = "5f7e9c52-0000-4000-8000-0000000000aa"
         var e1 = try JSONSerialization.jsonObject(with: Data(upsertEvent(id: id, session: "conv-1", content: "hello",
-                                                                      origin: "us-east-1"))) as! [String: Any]
+                                                                      origin: "sa-east-1"))) as! [String: Any]
         e1["attributes"] = ["model": "gpt-x", "tokens": ["in": 12, "out": 40], "tools": [["name": "search"]]]
         var e2 = e1
         e2["version"] = 2
@@ -176,7 +176,7 @@ struct AdoptionTests {
                 SELECT conversation_id, speaker, body, origin, rev::text, extra::text, model, tokens::text
                 FROM app_messages ORDER BY conversation_id
                 """)
-            var expected: [[String?]] = [["conv-1", "user", "hello, edited", "us-east-1", "2", #"{"model": "gpt-y"}"#, nil, "0"]]
+            var expected: [[String?]] = [["conv-1", "user", "hello, edited", "sa-east-1", "2", #"{"model": "gpt-y"}"#, nil, "0"]]
             if r != "eu-west-1" { expected.append(["conv-2", "assistant", "hi", "eu-west-1", "1", #"{"model": "m"}"#, nil, "0"]) }
             #expect(rows == expected, "region \(r): \(rows)")
             #expect(try h.dbs.query(r, "SELECT count(*) FROM replicator_dead_letters")[0][0] == "0")
