@@ -226,4 +226,60 @@ struct AdoptionTests {
             #expect(try h.dbs.query(r, "SELECT count(*) FROM messages WHERE version = 3")[0][0] == "\(h.regions.count)")
         }
     }
+
+    @Test("run inspects the table: a region whose id column has no unique index waits, naming the fix, then replicates once fixed")
+    func runInspectsTheTable() throws {
+        let h = try Harness(regions: ["us-east-1"], applyConfig: Self.existingTableConfig, setupSQL: Self.existingTable)
+        _ = try h.dbs.query("us-east-1", "ALTER TABLE app_messages DROP CONSTRAINT app_messages_pkey")
+        let d = try h.startDaemon()
+        try waitUntil("the daemon to report the missing unique index") {
+            d.log.contains(#"has no unique index on \"id\" alone"#) || d.log.contains(#"has no unique index on "id" alone"#)
+        }
+        #expect(d.log.contains("CREATE UNIQUE INDEX"), "\(d.log)")
+        try h.cluster.produceRaw(key: "conv-9", value: upsertEvent(id: "5f7e9c52-0000-4000-8000-0000000000bb", session: "conv-9",
+                                                                content: "after the fix", origin: "sa-east-1"))
+        try h.cluster.producer.flush(timeoutMs: 30_000)
+        _ = try h.dbs.query("us-east-1", #"CREATE UNIQUE INDEX "app_messages_id_key" ON "app_messages" ("id")"#)
+        try h.waitAllCaughtUp()
+        #expect(try h.dbs.query("us-east-1", "SELECT body FROM app_messages") == [["after the fix"]])
+    }
+
+    @Test("migrate without the right to create pgcrypto prints exactly what a DBA must run, and exits 78")
+    func migrateNamesTheExtensionForADBA() throws {
+        let h = try Harness(regions: ["us-east-1"])
+        let role = "rr_app_\(UUID().uuidString.prefix(8).lowercased())"
+        // A fresh database without pgcrypto, owned by nobody special; the role may create tables only.
+        let fresh = h.dbs.database + "_app"
+        let admin = try PostgresConnection(conninfo: h.dbs.server("us-east-1").conninfo(database: "postgres"))
+        defer {
+            try? admin.execute("DROP DATABASE IF EXISTS \(fresh) WITH (FORCE)")
+            try? admin.execute("DROP ROLE IF EXISTS \(role)")
+            admin.close()
+        }
+        try admin.execute("CREATE ROLE \(role) LOGIN")
+        try admin.execute("CREATE DATABASE \(fresh)")
+        let owner = try PostgresConnection(conninfo: h.dbs.server("us-east-1").conninfo(database: fresh))
+        try owner.execute("GRANT CREATE ON SCHEMA public TO \(role)")
+        owner.close()
+        let conninfo = h.dbs.server("us-east-1").conninfo(database: fresh).replacingOccurrences(of: "user=postgres", with: "user=\(role)")
+        let yaml = try String(contentsOfFile: h.configPath, encoding: .utf8)
+            .replacingOccurrences(of: h.dbs.conninfo("us-east-1"), with: conninfo)
+        let path = h.dir + "/unprivileged.yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        let migrate = try runReplicator(["migrate", "--config", path])
+        #expect(migrate.status == 78, "\(migrate.output)")
+        #expect(migrate.output.contains("a DBA must run: CREATE EXTENSION pgcrypto;  -- as a superuser or the database owner, in database \(fresh)"),
+                "\(migrate.output)")
+        // Everything else was created; the plain INSERT needs the trigger, which waits for the DBA.
+        let check = try PostgresConnection(conninfo: conninfo)
+        defer { check.close() }
+        #expect(try check.query("SELECT to_regclass('messages') IS NOT NULL").rows == [["t"]])
+        let owner2 = try PostgresConnection(conninfo: h.dbs.server("us-east-1").conninfo(database: fresh))
+        try owner2.execute("CREATE EXTENSION pgcrypto")
+        owner2.close()
+        let again = try runReplicator(["migrate", "--config", path])
+        #expect(again.status == 0, "\(again.output)")
+        try check.execute("INSERT INTO messages (session_id, role, content, region, created_at) VALUES ('s', 'user', 'hi', 'us-east-1', '2026-11-29T08:00:00.000001')")
+        #expect(try check.query("SELECT message_id IS NOT NULL, version FROM messages").rows == [["t", "1"]])
+    }
 }
