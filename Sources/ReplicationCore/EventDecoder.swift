@@ -1,6 +1,6 @@
 import Foundation
 
-/// Decodes and validates one Kafka record value into an ``Event`` (CONTRACT §2).
+/// Decodes and validates one Kafka record value into an ``Event`` (docs/events.md, docs/event.schema.json).
 ///
 /// Every failure is a ``DecodeError`` whose `reason` is one of ``EventDecoder/reasons`` and whose
 /// `message` names the offending field and quotes at most ~40 characters of its value (payloads
@@ -36,7 +36,7 @@ public enum EventDecoder {
         "unknown_role", "invalid_timestamp",
     ]
 
-    /// The event `type` values (CONTRACT §2).
+    /// The event `type` values (docs/events.md).
     public static let eventTypes = ["message.upserted", "message.deleted", "session.deleted"]
 
     /// Maximum size of `session_id` and of the region fields, in UTF-8 bytes.
@@ -560,8 +560,56 @@ public enum EventDecoder {
     /// The first key that occurs twice in the top-level object of `b`, which must be valid JSON
     /// whose top-level value is an object (the caller has parsed it already).
     static func firstDuplicateTopLevelKey(_ b: UnsafeBufferPointer<UInt8>) -> String? {
-        let doubleQuote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
         var seen = Set<String>()
+        var duplicate: String?
+        forEachTopLevelKey(b) { key, _ in
+            if seen.insert(key).inserted { return true }
+            duplicate = key
+            return false
+        }
+        return duplicate
+    }
+
+    /// The text of the object that is the value of top-level `key` in `b` (valid JSON, a
+    /// top-level object without duplicate keys: the caller has checked).
+    static func topLevelObjectText(forKey key: String, _ b: UnsafeBufferPointer<UInt8>) -> String? {
+        var found: String?
+        forEachTopLevelKey(b) { k, afterKey in
+            guard k == key else { return true }
+            var i = afterKey
+            while i < b.count, b[i] != UInt8(ascii: "{") { i += 1 }  // past the colon and whitespace
+            let start = i
+            var depth = 0
+            while i < b.count {
+                switch b[i] {
+                case UInt8(ascii: "\""):
+                    i += 1
+                    while i < b.count, b[i] != UInt8(ascii: "\"") {
+                        if b[i] == UInt8(ascii: "\\") { i += 1 }
+                        i += 1
+                    }
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 {
+                        found = String(decoding: UnsafeBufferPointer(rebasing: b[start...i]), as: UTF8.self)
+                        return false
+                    }
+                default:
+                    break
+                }
+                i += 1
+            }
+            return false
+        }
+        return found
+    }
+
+    /// Calls `visit` with every key of the top-level object of `b` (valid JSON, unescaped) and the
+    /// offset just past its closing quote, in order, until `visit` returns false.
+    static func forEachTopLevelKey(_ b: UnsafeBufferPointer<UInt8>, _ visit: (String, Int) -> Bool) {
+        let doubleQuote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
         var i = 0
         let n = b.count
         var depth = 0
@@ -581,7 +629,7 @@ public enum EventDecoder {
                 if depth == 1, expectingKey {
                     let raw = UnsafeBufferPointer(rebasing: b[start..<min(i, n)])
                     let key = hasEscape ? unescapeJSONString(raw) : String(decoding: raw, as: UTF8.self)
-                    if !seen.insert(key).inserted { return key }
+                    if !visit(key, i + 1) { return }
                     expectingKey = false
                 }
             case UInt8(ascii: "{"):
@@ -591,7 +639,7 @@ public enum EventDecoder {
                 depth += 1
             case UInt8(ascii: "}"), UInt8(ascii: "]"):
                 depth -= 1
-                if depth == 0 { return nil }
+                if depth == 0 { return }
             case UInt8(ascii: ","):
                 if depth == 1 { expectingKey = true }
             default:
@@ -599,62 +647,6 @@ public enum EventDecoder {
             }
             i += 1
         }
-        return nil
-    }
-
-    /// The text of the object that is the value of top-level `key` in `b` (valid JSON, a
-    /// top-level object without duplicate keys: the caller has checked).
-    static func topLevelObjectText(forKey key: String, _ b: UnsafeBufferPointer<UInt8>) -> String? {
-        let doubleQuote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
-        var i = 0
-        let n = b.count
-        var depth = 0
-        var expectingKey = false
-        var valueStart: Int? = nil
-        while i < n {
-            let c = b[i]
-            switch c {
-            case doubleQuote:
-                let start = i + 1
-                var hasEscape = false
-                i = start
-                while i < n, b[i] != doubleQuote {
-                    if b[i] == backslash { hasEscape = true; i += 1 }
-                    i += 1
-                }
-                if depth == 1, expectingKey {
-                    let raw = UnsafeBufferPointer(rebasing: b[start..<min(i, n)])
-                    let k = hasEscape ? unescapeJSONString(raw) : String(decoding: raw, as: UTF8.self)
-                    expectingKey = false
-                    if k == key {
-                        // Skip to the value's `{`.
-                        var j = i + 1
-                        while j < n, b[j] != UInt8(ascii: "{") { j += 1 }
-                        guard j < n else { return nil }
-                        valueStart = j
-                        i = j
-                        depth += 1
-                    }
-                }
-            case UInt8(ascii: "{"):
-                depth += 1
-                if depth == 1 { expectingKey = true }
-            case UInt8(ascii: "["):
-                depth += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                depth -= 1
-                if depth == 1, let start = valueStart {
-                    return String(decoding: UnsafeBufferPointer(rebasing: b[start...i]), as: UTF8.self)
-                }
-                if depth == 0 { return nil }
-            case UInt8(ascii: ","):
-                if depth == 1 { expectingKey = true }
-            default:
-                break
-            }
-            i += 1
-        }
-        return nil
     }
 
     /// `JSONDecoder`'s nesting limit.
