@@ -23,7 +23,7 @@ public enum MessageRole: String, Sendable, Hashable, CaseIterable {
     case system, user, assistant, tool
 }
 
-/// A decoded, validated replication event (docs/events.md).
+/// A decoded, validated replication event (the format is in docs/events.md).
 public enum Event: Sendable, Hashable {
     case messageUpserted(MessageUpsert)
     case messageDeleted(MessageDeletion)
@@ -104,7 +104,7 @@ public struct SessionDeletion: Sendable, Hashable {
     }
 }
 
-/// Why a record can never be applied (it becomes a dead letter).
+/// Why a record can never be applied (it becomes a dead letter, see docs/events.md).
 public struct DecodeError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A short machine-friendly reason, e.g. `invalid_json`, `missing_field`, `wrong_type`.
     public var reason: String
