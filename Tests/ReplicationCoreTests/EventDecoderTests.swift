@@ -562,6 +562,12 @@ struct EventDecoderFastPathTests {
         upsert.replacingOccurrences(of: #""role":"user""#, with: #""role":"wizard""#),
         upsert.replacingOccurrences(of: #""type":"message.upserted""#, with: #""type":"message.exploded""#),
         upsert.replacingOccurrences(of: #""created_at":"2026-11-24T10:00:00.123456Z""#, with: #""created_at":"yesterday""#),
+        // attributes: null and wrong types take the scanner, objects the Foundation path
+        String(upsert.dropLast()) + #","attributes":null}"#,
+        String(upsert.dropLast()) + #","attributes":"model"}"#,
+        String(upsert.dropLast()) + #","attributes":3}"#,
+        String(upsert.dropLast()) + #","attributes":{"model":"m","n":[1,{"k":null}]}}"#,
+        String(upsert.dropLast()) + #","attributes":[1]}"#,
         // duplicates, escaped keys, trailing comma, garbage
         String(upsert.dropLast()) + #","version":8}"#,
         String(upsert.dropLast()) + #","x":1,"x":2}"#,
