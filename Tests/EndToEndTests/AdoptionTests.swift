@@ -166,6 +166,13 @@ struct AdoptionTests {
         for e in [e1, e2] {
             try h.cluster.produceRaw(key: "conv-1", value: Array(try JSONSerialization.data(withJSONObject: e)))
         }
+        // A deleted message and an erased session: the tombstone statements use the mapped columns.
+        try h.cluster.produceRaw(key: "conv-3", value: upsertEvent(id: "5f7e9c52-0000-4000-8000-0000000000ab", session: "conv-3",
+                                                                content: "deleted later", origin: "sa-east-1"))
+        try h.cluster.produceRaw(key: "conv-3", value: Array(#"{"type":"message.deleted","event_id":"d1","message_id":"5f7e9c52-0000-4000-8000-0000000000ab","session_id":"conv-3","origin_region":"sa-east-1","occurred_at":"2026-11-24T11:00:00Z","version":2}"#.utf8))
+        try h.cluster.produceRaw(key: "conv-4", value: upsertEvent(id: "5f7e9c52-0000-4000-8000-0000000000ac", session: "conv-4",
+                                                                content: "erased later", origin: "sa-east-1"))
+        try h.cluster.produceRaw(key: "conv-4", value: Array(#"{"type":"session.deleted","event_id":"d2","session_id":"conv-4","origin_region":"sa-east-1","occurred_at":"2026-11-25T00:00:00Z"}"#.utf8))
         // A seed-style event too: its id is derived, its attributes kept.
         let seed = #"{"session_id":"conv-2","role":"assistant","content":"hi","region":"eu-west-1","created_at":"2026-11-29T08:00:00.000001","attributes":{"model":"m"}}"#
         try h.cluster.produceRaw(key: "conv-2", value: Array(seed.utf8))
