@@ -30,24 +30,37 @@ struct AdoptionTests {
         let h = try Harness()
         try h.startDaemon()
         // `datetime.utcnow().isoformat()`: six fraction digits, or none when the microsecond is 0.
-        var written = 0
+        var written: [[String]] = []
         for (i, region) in Self.regions.enumerated() {
             for k in 0..<4 {
                 let micros = k == 3 ? "" : String(format: ".%06d", 100_000 * i + 1000 * k + 7)
                 let createdAt = "2026-11-29T08:0\(i):1\(k)" + micros
-                try writeMessage(h, region: region, session: k % 2 == 0 ? "shared-session" : "session-\(region)",
-                                 role: k % 2 == 0 ? "user" : "assistant", content: "«\(region)» message \(k) ✓",
+                let message = [k % 2 == 0 ? "shared-session" : "session-\(region)", region, createdAt,
+                               k % 2 == 0 ? "user" : "assistant", "«\(region)» message \(k) ✓"]
+                try writeMessage(h, region: region, session: message[0], role: message[3], content: message[4],
                                  createdAt: createdAt)
-                written += 1
+                written.append(message)
             }
         }
+        // The ids docs/events.md derives in Python, from the strings the application wrote.
+        let derive = """
+            import json, sys, uuid
+            from datetime import datetime
+            for s, r, c, role, content in json.loads(sys.argv[1]):
+                t = datetime.fromisoformat(c)
+                print(uuid.uuid5(uuid.NAMESPACE_URL, f"{s}\\n{r}\\n{t:%Y-%m-%dT%H:%M:%S.%f}\\n{role}\\n{content}"))
+            """
+        let argument = String(decoding: try JSONSerialization.data(withJSONObject: written), as: UTF8.self)
+        let pythonIDs = try TestEnvironment.run("/usr/bin/python3", ["-c", derive, argument])
+            .split(separator: "\n").map(String.init).sorted()
         try h.cluster.producer.flush(timeoutMs: 30_000)
         try h.waitAllCaughtUp()
 
         let rows = try Self.regions.map { r in
             try h.dbs.query(r, "SELECT \(Self.compared) FROM messages ORDER BY message_id")
         }
-        #expect(rows[0].count == written, "region \(Self.regions[0]) holds \(rows[0].count) of \(written) messages")
+        #expect(rows[0].count == written.count, "region \(Self.regions[0]) holds \(rows[0].count) of \(written.count) messages")
+        #expect(rows[0].map { $0[0] ?? "" } == pythonIDs, "ids differ from the documented derivation")
         for (i, r) in Self.regions.enumerated() {
             #expect(rows[i] == rows[0], "region \(r) differs from \(Self.regions[0]): \(rows[i]) vs \(rows[0])")
             #expect(try h.dbs.query(r, "SELECT count(*) FROM replicator_dead_letters")[0][0] == "0")
