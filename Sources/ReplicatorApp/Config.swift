@@ -48,6 +48,7 @@ internal import Yams
 /// | `apply.table` | `messages` | `name` or `schema.name`, each `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes |
 /// | `apply.max_batch_events` | `1000` | integer, 1…100000 |
 /// | `apply.max_batch_delay_ms` | `20` | integer, 0…60000 |
+/// | `apply.max_batch_bytes` | `8388608` (8 MiB) | integer, 65536…268435456: most key + value bytes in one apply transaction |
 /// | `apply.apply_to_origin` | `false` | boolean |
 /// | `http.listen` | `127.0.0.1:9466` | `host:port`, port 1…65535, IPv6 in brackets (`[::1]:9466`) |
 /// | `log.level` | `info` | `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical` |
@@ -68,6 +69,7 @@ internal import Yams
 /// | `REGION_REPLICATOR_APPLY_TABLE` | `apply.table` | `name` or `schema.name` |
 /// | `REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS` | `apply.max_batch_events` | decimal integer, 1…100000 |
 /// | `REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS` | `apply.max_batch_delay_ms` | decimal integer, 0…60000 |
+/// | `REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES` | `apply.max_batch_bytes` | decimal integer, 65536…268435456 |
 /// | `REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN` | `apply.apply_to_origin` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`; any case) |
 /// | `REGION_REPLICATOR_HTTP_LISTEN` | `http.listen` | `host:port` |
 /// | `REGION_REPLICATOR_LOG_LEVEL` | `log.level` | `trace` … `critical` |
@@ -128,12 +130,18 @@ public struct ReplicatorConfig: Sendable {
         public var maxBatchDelayMs: Int
         /// Apply upserts to their origin region too (CONTRACT §3).
         public var applyToOrigin: Bool
+        /// Most record key + value bytes in one apply transaction (65536…268435456).
+        public var maxBatchBytes: Int
 
-        public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false) {
+        public static let defaultMaxBatchBytes = 8 << 20
+
+        public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
+                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes) {
             self.table = table
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
             self.applyToOrigin = applyToOrigin
+            self.maxBatchBytes = maxBatchBytes
         }
     }
 
@@ -291,7 +299,7 @@ extension ReplicatorConfig: CustomStringConvertible, CustomDebugStringConvertibl
         let regionList = regions.map { "\($0)" }.joined(separator: ", ")
         return "ReplicatorConfig(path: \(path), kafka: \(kafka), regions: [\(regionList)], "
             + "apply: (table: \(apply.table), max_batch_events: \(apply.maxBatchEvents), "
-            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), apply_to_origin: \(apply.applyToOrigin)), "
+            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), max_batch_bytes: \(apply.maxBatchBytes), apply_to_origin: \(apply.applyToOrigin)), "
             + "http: (listen: \(http.listen)), log: (level: \(log.level), format: \(log.format.rawValue)))"
     }
 
@@ -437,6 +445,7 @@ struct RawConfig {
     var table: Sourced<String>?
     var maxBatchEvents: Sourced<Int>?
     var maxBatchDelayMs: Sourced<Int>?
+    var maxBatchBytes: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
     var listen: Sourced<String>?
     var level: Sourced<String>?
@@ -455,7 +464,7 @@ struct RawConfig {
         "metadata.broker.list": "set kafka.brokers",
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
-    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "apply_to_origin"]
+    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -491,6 +500,7 @@ struct RawConfig {
                     case "table": raw.table = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
@@ -665,9 +675,11 @@ struct RawConfig {
         }
         let maxBatchEvents = try Self.checkRange(maxBatchEvents, default: 1000, key: "apply.max_batch_events", 1...100_000, file: file)
         let maxBatchDelayMs = try Self.checkRange(maxBatchDelayMs, default: 20, key: "apply.max_batch_delay_ms", 0...60_000, file: file)
+        let maxBatchBytes = try Self.checkRange(maxBatchBytes, default: ReplicatorConfig.Apply.defaultMaxBatchBytes,
+                                                key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false)
+            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

@@ -146,10 +146,13 @@ struct DeadLettersRetry: AsyncParsableCommand {
         let (config, region) = try target.resolve()
         let db = try await DeadLetterTarget.connect(config, region, purpose: "retry")
         defer { db.close() }
-        let applier = RegionApplier(region: region.name, table: config.apply.table, applyToOrigin: config.apply.applyToOrigin)
         let id = self.id
+        let table = config.apply.table, regionName = region.name, applyToOrigin = config.apply.applyToOrigin
         let result: Result<(resolved: Int, failed: Int, counts: OutcomeCounts), PostgresError> = await onBlockingThread {
             do throws(PostgresError) {
+                // Schema-qualified bookkeeping tables, as the daemon names them.
+                let tables = try Schema.check(db, table: table).tables
+                let applier = RegionApplier(region: regionName, table: table, applyToOrigin: applyToOrigin, tables: tables)
                 return .success(try DeadLetterRetrier(applier: applier, db: db).retry(id: id))
             } catch {
                 return .failure(error)
@@ -184,11 +187,12 @@ struct DeadLetterRetrier {
     let db: PostgresConnection
 
     func retry(id: Int64?) throws(PostgresError) -> (resolved: Int, failed: Int, counts: OutcomeCounts) {
-        try db.query(#"DELETE FROM replicator_dead_letters WHERE "offset" < 0"#)  // probes left by a crash
+        let deadLetters = applier.tables.deadLetters
+        try db.query(#"DELETE FROM \#(deadLetters) WHERE "offset" < 0"#)  // probes left by a crash
         let rows = try db.query("""
             SELECT id, topic, partition, "offset", encode(record_key, 'hex'), encode(payload, 'hex'),
                    record_key IS NULL, payload IS NULL
-            FROM replicator_dead_letters
+            FROM \(deadLetters)
             WHERE NOT resolved AND ($1::bigint IS NULL OR id = $1::bigint)
             ORDER BY topic, partition, "offset"
             """, [id.map(String.init)]).rows
@@ -204,13 +208,13 @@ struct DeadLetterRetrier {
                                            progress: [], consumerGroup: nil, topic: topic, on: db)
             counts = counts + result.counts
             if result.counts[.deadLettered] == 0 {
-                try db.query("UPDATE replicator_dead_letters SET resolved = true, retried_at = now() WHERE id = $1", [String(id)])
+                try db.query("UPDATE \(deadLetters) SET resolved = true, retried_at = now() WHERE id = $1", [String(id)])
                 resolved += 1
             } else {
                 try db.query("""
-                    WITH probe AS (DELETE FROM replicator_dead_letters WHERE topic = $2 AND partition = $3 AND "offset" = $4
+                    WITH probe AS (DELETE FROM \(deadLetters) WHERE topic = $2 AND partition = $3 AND "offset" = $4
                                    RETURNING error)
-                    UPDATE replicator_dead_letters SET retried_at = now(), error = coalesce((SELECT error FROM probe), error)
+                    UPDATE \(deadLetters) SET retried_at = now(), error = coalesce((SELECT error FROM probe), error)
                     WHERE id = $1
                     """, [String(id), topic, String(partition), String(-id)])
                 failed += 1
