@@ -188,12 +188,11 @@ public struct PartitionBookkeeping: Sendable {
             case .at(let expected):
                 if r.offset < expected { continue }  // already accepted or applied
                 if r.offset > expected {
-                    if var gap = part.gap, gap.expected == expected {
+                    if let gap = part.gap, gap.expected == expected {
                         guard gap.resought, r.offset == gap.seen else { continue }  // still sorting it out
                         // Sought to `expected` again, the fetch starts at the same later offset:
                         // no record exists in between.
                         actions.append(.noRecords(partition: p, from: expected, to: r.offset))
-                        gap.resought = false
                     } else {
                         part.gap = Gap(expected: expected, seen: r.offset)
                         partitions[p] = part
