@@ -99,6 +99,28 @@ struct DocsTests {
         #expect(documented == Set(RawConfig.managedKafkaProperties.keys))
     }
 
+    @Test("the configurations shown in README.md and docs/configuration.md are accepted as written")
+    func documentedConfigurationsParse() throws {
+        // The README's minimal configuration names a systemd credential by a relative dsn_file.
+        let credentials = NSTemporaryDirectory() + "rr-docs-credentials-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: credentials, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: credentials) }
+        try "host=10.0.0.6 dbname=app user=replicator".write(toFile: credentials + "/region-replicator_us-east-1", atomically: true, encoding: .utf8)
+        let environment = ["CREDENTIALS_DIRECTORY": credentials]
+        for (file, heading) in [("README.md", "## A minimal configuration"), ("docs/configuration.md", "## Example")] {
+            let blocks = Markdown.codeBlocks(language: "yaml", under: heading, in: try Self.read(file))
+            #expect(blocks.count == 1, "\(file): expected one yaml block under \(heading), found \(blocks.count)")
+            for yaml in blocks {
+                do {
+                    let config = try ReplicatorConfig.parse(yaml: yaml, path: "/etc/region-replicator/config.yaml", environment: environment)
+                    #expect(!config.regions.isEmpty)
+                } catch {
+                    Issue.record("\(file), \(heading): \(error)")
+                }
+            }
+        }
+    }
+
     /// The marker of the document the project's external contract started in. Spelled in
     /// pieces so that this file does not match itself.
     static let externalDocument = "CON" + "TRACT"
@@ -221,6 +243,33 @@ enum Markdown {
             result += allCodeSpans ? spans : Array(spans.prefix(1))
         }
         return result
+    }
+
+    /// The fenced code blocks tagged `language` between `heading` and the next heading.
+    static func codeBlocks(language: String, under heading: String, in text: String) -> [String] {
+        var inside = false
+        var block: [Substring]? = nil  // the lines of the open block, nil outside a block
+        var keep = false
+        var blocks: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if block != nil {
+                if line.hasPrefix("```") {
+                    if keep { blocks.append(block!.joined(separator: "\n") + "\n") }
+                    block = nil
+                } else {
+                    block!.append(line)
+                }
+                continue
+            }
+            if line.hasPrefix("```") {
+                block = []
+                keep = inside && line.dropFirst(3) == language
+            } else if line.hasPrefix("#") {
+                if inside { break }
+                inside = line == heading
+            }
+        }
+        return blocks
     }
 
     /// `a/./b/../c` → `a/c`.
