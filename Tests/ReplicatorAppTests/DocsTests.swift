@@ -99,6 +99,23 @@ struct DocsTests {
         #expect(documented == Set(RawConfig.managedKafkaProperties.keys))
     }
 
+    @Test("every repository path README.md and docs/*.md name in code spans exists")
+    func namedPathsExist() throws {
+        var checked = 0
+        for file in try Self.markdownFiles() {
+            for line in Markdown.prose(try Self.read(file), keepCode: true) {
+                for match in line.matches(of: /`((?:Sources|Tests|scripts|monitoring|systemd|Fuzz|docs)\/[^`\s]*)`/) {
+                    let path = String(match.output.1)
+                    if path.contains("*") || path.contains("…") || path.contains("<") { continue }  // a pattern, not a path
+                    checked += 1
+                    #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent(path).path),
+                            "\(file) names \(path), which does not exist")
+                }
+            }
+        }
+        #expect(checked > 10, "only \(checked) paths found: is the matcher broken?")
+    }
+
     @Test("the configurations shown in README.md and docs/configuration.md are accepted as written")
     func documentedConfigurationsParse() throws {
         // The README's minimal configuration names a systemd credential by a relative dsn_file.
