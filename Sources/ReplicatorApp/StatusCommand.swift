@@ -104,24 +104,31 @@ struct Status: AsyncParsableCommand {
         } catch {
             throw ListenError(description: "\(path): cannot read configuration file: \((error as NSError).localizedDescription)")
         }
-        let root: Any?
-        do {
-            root = try Yams.load(yaml: text)
-        } catch {
-            throw ListenError(description: "\(path): not valid YAML: \(error)")
-        }
-        if let root, !(root is [AnyHashable: Any]) {
-            throw ListenError(description: "\(path): the top level must be a mapping")
-        }
-        if let http = (root as? [AnyHashable: Any])?["http"] {
-            guard let section = http as? [AnyHashable: Any] else { throw ListenError(description: "\(path): http: must be a mapping") }
-            if let value = section["listen"] {
-                guard let v = value as? String ?? (value as? any CustomStringConvertible)?.description else {
-                    throw ListenError(description: "\(path): http.listen: must be host:port")
-                }
-                listen = v
-                key = "http.listen"
+        // The loader's own YAML walker, on the `http` section only: the same type rules and
+        // error texts as the daemon's (which never quote the file, where a DSN may sit).
+        let walker = YAMLWalker(file: path)
+        do throws(ConfigError) {
+            let root: Node?
+            do {
+                root = try Yams.compose(yaml: text)
+            } catch let error as YamlError {
+                throw ConfigError(file: path, key: nil, message: YAMLWalker.describe(error))
+            } catch {
+                throw ConfigError(file: path, key: nil, message: "invalid YAML")
             }
+            if let root, !root.isNullScalar {
+                guard case .mapping(let mapping) = root else {
+                    throw ConfigError(file: path, key: nil, message: "expected a mapping at the top level, got \(YAMLWalker.kind(of: root))")
+                }
+                if let http = mapping["http"] {
+                    for entry in try walker.entries(of: http, at: "http", known: RawConfig.httpKeys) {
+                        listen = try walker.string(entry.node, at: entry.key)
+                        key = entry.key
+                    }
+                }
+            }
+        } catch {
+            throw ListenError(description: error.description)
         }
         // The environment overrides the file, as for the daemon.
         if let env = environment["REGION_REPLICATOR_HTTP_LISTEN"] {
