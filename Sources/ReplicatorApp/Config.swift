@@ -60,13 +60,19 @@ public struct ReplicatorConfig: Sendable {
         /// Event field → column of ``table`` (`apply.columns`, `apply.attributes_column`).
         public var columns: MessageColumns
 
+        /// Most record key + value bytes in one apply transaction (65536…268435456).
+        public var maxBatchBytes: Int
+
+        public static let defaultMaxBatchBytes = 8 << 20
+
         public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
-                    columns: MessageColumns = .standard) {
+                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes, columns: MessageColumns = .standard) {
             self.table = table
             self.columns = columns
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
             self.applyToOrigin = applyToOrigin
+            self.maxBatchBytes = maxBatchBytes
         }
     }
 
@@ -155,7 +161,7 @@ extension ReplicatorConfig: CustomStringConvertible, CustomDebugStringConvertibl
         let regionList = regions.map { "\($0)" }.joined(separator: ", ")
         return "ReplicatorConfig(path: \(path), kafka: \(kafka), regions: [\(regionList)], "
             + "apply: (table: \(apply.table), max_batch_events: \(apply.maxBatchEvents), "
-            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), apply_to_origin: \(apply.applyToOrigin)), "
+            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), max_batch_bytes: \(apply.maxBatchBytes), apply_to_origin: \(apply.applyToOrigin)), "
             + "http: (listen: \(http.listen)), log: (level: \(log.level), format: \(log.format.rawValue)))"
     }
 

@@ -35,6 +35,7 @@ struct RawConfig {
     var table: Sourced<String>?
     var maxBatchEvents: Sourced<Int>?
     var maxBatchDelayMs: Sourced<Int>?
+    var maxBatchBytes: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
     var columns: [String: Sourced<String>] = [:]
     var columnsKey: String?
@@ -58,7 +59,8 @@ struct RawConfig {
         "metadata.broker.list": "set kafka.brokers",
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
-    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "apply_to_origin", "columns", "attributes_column"]
+    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
+                            "columns", "attributes_column"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -116,6 +118,7 @@ struct RawConfig {
                     case "table": raw.table = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "columns":
                         raw.columnsKey = e.key
                         if e.node.isNullScalar { continue }
@@ -321,9 +324,11 @@ struct RawConfig {
         } catch {
             throw fail(columnsKey ?? "apply.columns", "\(quoted(error.text)): \(error.problem)")
         }
+        let maxBatchBytes = try Self.checkRange(maxBatchBytes, default: ReplicatorConfig.Apply.defaultMaxBatchBytes,
+                                                key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false, columns: messageColumns)
+            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes, columns: messageColumns)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")
