@@ -16,6 +16,7 @@ internal import Yams
 ///   brokers: "127.0.0.1:9092"          # comma-separated bootstrap list
 ///   topic: chat.messages
 ///   group_prefix: region-replicator    # consumer group per region: "<group_prefix>.<region>"
+///   # group_instance_id: host-a        # static membership: "<group_instance_id>.<region>" (opt-in)
 ///   properties: {}                     # extra librdkafka properties, verbatim
 /// regions:                             # required, at least one
 ///   - name: eu-west-1
@@ -40,7 +41,8 @@ internal import Yams
 /// | `kafka.brokers` | `127.0.0.1:9092` | non-empty, comma-separated, no empty entries |
 /// | `kafka.topic` | `chat.messages` | a Kafka topic name: 1–249 of `A-Z a-z 0-9 . _ -` |
 /// | `kafka.group_prefix` | `region-replicator` | non-empty; the consumer group of a region is `<group_prefix>.<region>` |
-/// | `kafka.properties` | `{}` | a mapping of librdkafka property → scalar, passed verbatim as written in the file (`1.0` stays `1.0`, `yes` stays `yes`) |
+/// | `kafka.group_instance_id` | — (dynamic membership) | `[A-Za-z0-9._-]`, 1–200 characters, unique per instance. Static group membership: the consumer of each region gets `group.instance.id` `<group_instance_id>.<region>`; a restarted instance takes its partitions back at once, but a stopped one's wait out the session timeout. Two running instances with the same id: the broker fences one, which exits 78 |
+/// | `kafka.properties` | `{}` | a mapping of librdkafka property → scalar, passed verbatim as written in the file (`1.0` stays `1.0`, `yes` stays `yes`). Each region's consumer defaults to `session.timeout.ms` 10000 (librdkafka's own default is 45000); set it here to change that |
 /// | `regions` | — (required) | a non-empty list of `{name, dsn}` or `{name, dsn_file}` |
 /// | `regions[].name` | — (required) | `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`, unique |
 /// | `regions[].dsn` | — | libpq conninfo or URI, non-empty |
@@ -65,6 +67,7 @@ internal import Yams
 /// | `REGION_REPLICATOR_KAFKA_BROKERS` | `kafka.brokers` | comma-separated `host:port` list |
 /// | `REGION_REPLICATOR_KAFKA_TOPIC` | `kafka.topic` | topic name |
 /// | `REGION_REPLICATOR_KAFKA_GROUP_PREFIX` | `kafka.group_prefix` | string |
+/// | `REGION_REPLICATOR_KAFKA_GROUP_INSTANCE_ID` | `kafka.group_instance_id` | string, e.g. the host name (`%H` in a systemd unit) |
 /// | `REGION_REPLICATOR_APPLY_TABLE` | `apply.table` | `name` or `schema.name` |
 /// | `REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS` | `apply.max_batch_events` | decimal integer, 1…100000 |
 /// | `REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS` | `apply.max_batch_delay_ms` | decimal integer, 0…60000 |
@@ -90,17 +93,21 @@ public struct ReplicatorConfig: Sendable {
         public var topic: String
         /// Prefix of each region's consumer group: `<groupPrefix>.<region>`.
         public var groupPrefix: String
+        /// Static group membership (KIP-345), opt-in: each region's consumer gets
+        /// `group.instance.id` `"<groupInstanceID>.<region>"`. Nil: dynamic membership.
+        public var groupInstanceID: String?
         /// Extra librdkafka properties, verbatim. Values may hold secrets (`sasl.password`):
         /// ``ReplicatorConfig/description`` redacts the sensitive ones.
         public var properties: [String: String]
 
         public init(
             brokers: String = "127.0.0.1:9092", topic: String = "chat.messages",
-            groupPrefix: String = "region-replicator", properties: [String: String] = [:]
+            groupPrefix: String = "region-replicator", groupInstanceID: String? = nil, properties: [String: String] = [:]
         ) {
             self.brokers = brokers
             self.topic = topic
             self.groupPrefix = groupPrefix
+            self.groupInstanceID = groupInstanceID
             self.properties = properties
         }
     }
@@ -226,6 +233,12 @@ public struct ReplicatorConfig: Sendable {
         "\(kafka.groupPrefix).\(region.name)"
     }
 
+    /// The static group member id of `region`'s consumer: `"<group_instance_id>.<region>"`, or
+    /// nil when `kafka.group_instance_id` is not set.
+    public func groupInstanceID(for region: Region) -> String? {
+        kafka.groupInstanceID.map { "\($0).\(region.name)" }
+    }
+
     /// The environment variable that overrides the DSN of the region called `regionName`:
     /// `REGION_REPLICATOR_REGION_<NAME>_DSN`, `<NAME>` upper-cased with every character other
     /// than `A-Z`/`0-9` replaced by `_`.
@@ -305,7 +318,7 @@ extension ReplicatorConfig.Kafka: CustomStringConvertible, CustomDebugStringConv
         let props = properties.keys.sorted().map { key in
             "\(key)=\(Self.isSensitive(property: key) ? "<redacted>" : properties[key]!)"
         }
-        return "(brokers: \(brokers), topic: \(topic), group_prefix: \(groupPrefix), properties: [\(props.joined(separator: ", "))])"
+        return "(brokers: \(brokers), topic: \(topic), group_prefix: \(groupPrefix), group_instance_id: \(groupInstanceID ?? "-"), properties: [\(props.joined(separator: ", "))])"
     }
 
     public var debugDescription: String { description }
@@ -314,7 +327,7 @@ extension ReplicatorConfig.Kafka: CustomStringConvertible, CustomDebugStringConv
     public var customMirror: Mirror {
         let shown = properties.map { ($0.key, Self.isSensitive(property: $0.key) ? "<redacted>" : $0.value) }
         return Mirror(self, children: [
-            "brokers": brokers, "topic": topic, "groupPrefix": groupPrefix,
+            "brokers": brokers, "topic": topic, "groupPrefix": groupPrefix, "groupInstanceID": groupInstanceID as Any,
             "properties": Dictionary(uniqueKeysWithValues: shown),
         ], displayStyle: .struct)
     }
@@ -432,6 +445,7 @@ struct RawConfig {
     var brokers: Sourced<String>?
     var topic: Sourced<String>?
     var groupPrefix: Sourced<String>?
+    var groupInstanceID: Sourced<String>?
     var properties: [String: String] = [:]
     var regions: Sourced<[RawRegion]>?
     var table: Sourced<String>?
@@ -443,12 +457,13 @@ struct RawConfig {
     var format: Sourced<String>?
 
     static let topKeys = ["kafka", "regions", "apply", "http", "log"]
-    static let kafkaKeys = ["brokers", "topic", "group_prefix", "properties"]
+    static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "properties"]
 
     /// librdkafka properties the replication guarantees depend on (offsets live in each region's
     /// database and are committed to Kafka only after the database commit).
     static let managedKafkaProperties: [String: String] = [
         "group.id": "each region's group is \"<group_prefix>.<region>\" (set kafka.group_prefix)",
+        "group.instance.id": "each region's consumer gets \"<group_instance_id>.<region>\" (set kafka.group_instance_id)",
         "enable.auto.commit": "offsets are committed after each region's database commit",
         "enable.auto.offset.store": "offsets are stored after each region's database commit",
         "bootstrap.servers": "set kafka.brokers",
@@ -514,6 +529,9 @@ struct RawConfig {
             case "brokers": brokers = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             case "topic": topic = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             case "group_prefix": groupPrefix = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+            case "group_instance_id":
+                if e.node.isNullScalar { continue }
+                groupInstanceID = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             default:
                 if e.node.isNullScalar { continue }
                 guard case .mapping(let mapping) = e.node else {
@@ -627,8 +645,16 @@ struct RawConfig {
         if groupPrefix.value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw fail(groupPrefix.key, "must not be empty")
         }
+        if let id = groupInstanceID {
+            let ok = (1...200).contains(id.value.utf8.count)
+                && id.value.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+            if !ok {
+                throw fail(id.key, "invalid group instance id \(quoted(id.value)): 1 to 200 letters, digits, '.', '_' or '-' (each region's consumer gets \"<id>.<region>\")")
+            }
+        }
         let kafka = ReplicatorConfig.Kafka(
-            brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value, properties: properties)
+            brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value,
+            groupInstanceID: groupInstanceID?.value, properties: properties)
 
         // regions
         guard let rawRegions = regions else {
