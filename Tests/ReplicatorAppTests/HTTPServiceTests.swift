@@ -7,7 +7,7 @@ import Testing
 
 @testable import ReplicatorApp
 
-/// The HTTP endpoint of CONTRACT §8 on a real socket (127.0.0.1, a free port), rendering a
+/// The HTTP endpoint of docs/metrics.md on a real socket (127.0.0.1, a free port), rendering a
 /// hand-fed ``ReplicationStatus``. Metrics go through the one process-wide Prometheus bootstrap;
 /// every test uses its own region names, so their series never mix.
 @Suite("HTTP endpoint")
@@ -73,7 +73,8 @@ struct HTTPServiceTests {
         }
         s.storedOffsets(region: a, [0: 5, 1: 3], problem: nil)
         s.storedOffsets(region: b, [0: 10, 1: 3], problem: nil)
-        s.watermarks(region: a, [0: 10, 1: 3], at: now)
+        // Retention deleted offsets 0–6 of partition 0: 2 of them (5, 6) before `a` applied them.
+        s.watermarks(region: a, [0: 10, 1: 3], low: [0: 7, 1: 0], at: now)
         s.watermarks(region: b, [0: 10, 1: 3], at: now)
         s.oldestUnapplied(region: a, partition: 0, offset: 5, timestampMs: Int64((now - behindSeconds) * 1000))
         return (s, a, b)
@@ -81,7 +82,7 @@ struct HTTPServiceTests {
 
     // MARK: - /lag
 
-    @Test("/lag is the JSON of CONTRACT §8, with figures computed at request time")
+    @Test("/lag is the JSON of docs/metrics.md, with figures computed at request time")
     func lagBody() async throws {
         let (status, a, b) = fedStatus("lag")
         try await withServer(status) { port in
@@ -107,7 +108,11 @@ struct HTTPServiceTests {
             #expect(ra["problem"] is NSNull)
             let parts = try #require(ra["partitions"] as? [[String: Any]])
             #expect(parts.count == 2)
-            #expect(Set(parts[0].keys) == ["partition", "next_offset", "high_watermark", "lag_events"])
+            #expect(Set(parts[0].keys) == ["partition", "next_offset", "high_watermark", "lag_events", "low_watermark", "expired_events"])
+            #expect((parts[0]["low_watermark"] as? NSNumber)?.intValue == 7)
+            #expect((parts[0]["expired_events"] as? NSNumber)?.intValue == 2)
+            #expect((parts[1]["expired_events"] as? NSNumber)?.intValue == 0)
+            #expect((ra["expired_events"] as? NSNumber)?.intValue == 2)
             #expect((parts[0]["partition"] as? NSNumber)?.intValue == 0)
             #expect((parts[0]["next_offset"] as? NSNumber)?.intValue == 5)
             #expect((parts[0]["high_watermark"] as? NSNumber)?.intValue == 10)
@@ -117,6 +122,7 @@ struct HTTPServiceTests {
 
             let rb = regions[1]
             #expect((rb["lag_events"] as? NSNumber)?.intValue == 0)
+            #expect((rb["expired_events"] as? NSNumber)?.intValue == 0)
             #expect((rb["lag_seconds"] as? NSNumber)?.doubleValue == 0)
 
             // The same document decodes into the type `status` reads.
@@ -301,6 +307,9 @@ struct HTTPServiceTests {
 
     @Test("/metrics exports every series of every region from start-up, with HELP, TYPE and current lag")
     func metricsExposition() async throws {
+        // The backend first: handles made before the bootstrap go to the no-op backend (the
+        // test failed when it ran before every other test that touches the registry).
+        _ = Self.registry
         let (status, a, b) = fedStatus("metrics", behindSeconds: 3)
         let metrics = [RegionMetrics(region: a), RegionMetrics(region: b)]
         try await withServer(status, metrics: metrics) { port in
@@ -389,11 +398,12 @@ struct HTTPServiceTests {
 
     @Test("`status` renders the per-region table, with the problems of down regions below it")
     func statusTable() {
+        let sampled = "2026-11-24T10:00:01.000000Z"
         let doc = LagDocument(topic: "chat.messages", kafka: "ok", regions: [
             .init(region: "eu-west-1", up: true, problem: nil, lagEvents: 0, lagSeconds: 0,
-                  replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: nil, partitions: []),
+                  replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: sampled, partitions: []),
             .init(region: "ap-southeast-1", up: false, problem: "database unreachable: connection refused", lagEvents: 12345,
-                  lagSeconds: 73.25, replicatedThrough: "2026-11-24T09:58:46.750000Z", lastApply: nil, lagSampleTimestamp: nil,
+                  lagSeconds: 73.25, replicatedThrough: "2026-11-24T09:58:46.750000Z", lastApply: nil, lagSampleTimestamp: sampled,
                   partitions: []),
         ])
         #expect(Status.render(doc) == """
@@ -402,6 +412,22 @@ struct HTTPServiceTests {
             ap-southeast-1  NO        12345       73.250  2026-11-24T09:58:46.750000Z
 
             ap-southeast-1: database unreachable: connection refused
+
+            """)
+    }
+
+    @Test("`status` shows unknown, not 0, for figures nobody has measured yet")
+    func statusTableUnmeasured() {
+        // What a daemon that never reached Kafka serves: no lag sample, lag 0, replicated through "now".
+        let doc = LagDocument(topic: "chat.messages", kafka: "Local: Broker transport failure", regions: [
+            .init(region: "eu-west-1", up: true, problem: nil, lagEvents: 0, lagSeconds: 0,
+                  replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: nil, partitions: []),
+        ])
+        #expect(Status.render(doc) == """
+            REGION     UP   LAG EVENTS  LAG SECONDS  REPLICATED THROUGH
+            eu-west-1  yes     unknown      unknown  unknown
+
+            kafka: Local: Broker transport failure
 
             """)
     }
