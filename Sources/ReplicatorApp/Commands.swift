@@ -53,7 +53,8 @@ extension ReplicatorConfig {
         var s = PipelineSettings(region: region.name, conninfo: region.dsn.value, kafka: kafkaConfiguration,
                          topic: kafka.topic, consumerGroup: consumerGroup(for: region), table: apply.table,
                          applyToOrigin: apply.applyToOrigin, maxBatchEvents: apply.maxBatchEvents,
-                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes)
+                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes,
+                         groupInstanceID: groupInstanceID(for: region))
         s.columns = apply.columns
         return s
     }
@@ -83,12 +84,15 @@ struct Run: AsyncParsableCommand {
         var services: [any Service] = []
         var monitors: [any Service] = []
         var regionMetrics: [RegionMetrics] = []
+        // One read of the topic's watermarks per sample serves every region's monitor.
+        let watermarks = TopicWatermarks(kafka: config.kafkaConfiguration, topic: config.kafka.topic)
+        defer { watermarks.close() }
         for region in config.regions {
             let settings = config.pipelineSettings(for: region)
             let metrics = RegionMetrics(region: region.name)
             regionMetrics.append(metrics)
             services.append(RegionPipeline(settings: settings, status: status, metrics: metrics, logger: logger))
-            monitors.append(LagMonitor(settings: settings, status: status, metrics: metrics, logger: logger))
+            monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
         }
         guard let listen = config.http.hostAndPort else {
             printError("configuration error: \(config.path): http.listen: not a host:port address")
@@ -111,6 +115,12 @@ struct Run: AsyncParsableCommand {
             logger: logger))
         do {
             try await group.run()
+        } catch let error as PipelineError where error.isConfigurationProblem {
+            // Not restarted by systemd (RestartPreventExitStatus=78): restarting would only fence
+            // the other instance in turn.
+            logger.critical("stopping on a configuration error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
+            printError("configuration error: \(config.path): \(Redactor(config: config)("\(error)"))")
+            throw ExitCode.configuration
         } catch {
             logger.critical("stopping on a fatal error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
             throw ExitCode.failure

@@ -30,6 +30,7 @@ struct RawConfig {
     var brokers: Sourced<String>?
     var topic: Sourced<String>?
     var groupPrefix: Sourced<String>?
+    var groupInstanceID: Sourced<String>?
     var properties: [String: String] = [:]
     var regions: Sourced<[RawRegion]>?
     var table: Sourced<String>?
@@ -47,12 +48,13 @@ struct RawConfig {
     var format: Sourced<String>?
 
     static let topKeys = ["kafka", "regions", "apply", "http", "log"]
-    static let kafkaKeys = ["brokers", "topic", "group_prefix", "properties"]
+    static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "properties"]
 
     /// librdkafka properties the replication guarantees depend on (offsets live in each region's
     /// database and are committed to Kafka only after the database commit).
     static let managedKafkaProperties: [String: String] = [
         "group.id": "each region's group is \"<group_prefix>.<region>\" (set kafka.group_prefix)",
+        "group.instance.id": "each region's consumer gets \"<group_instance_id>.<region>\" (set kafka.group_instance_id)",
         "enable.auto.commit": "offsets are committed after each region's database commit",
         "enable.auto.offset.store": "offsets are stored after each region's database commit",
         "bootstrap.servers": "set kafka.brokers",
@@ -155,6 +157,9 @@ struct RawConfig {
             case "brokers": brokers = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             case "topic": topic = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             case "group_prefix": groupPrefix = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+            case "group_instance_id":
+                if e.node.isNullScalar { continue }
+                groupInstanceID = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             default:
                 if e.node.isNullScalar { continue }
                 guard case .mapping(let mapping) = e.node else {
@@ -268,8 +273,16 @@ struct RawConfig {
         if groupPrefix.value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw fail(groupPrefix.key, "must not be empty")
         }
+        if let id = groupInstanceID {
+            let ok = (1...200).contains(id.value.utf8.count)
+                && id.value.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+            if !ok {
+                throw fail(id.key, "invalid group instance id \(quoted(id.value)): 1 to 200 letters, digits, '.', '_' or '-' (each region's consumer gets \"<id>.<region>\")")
+            }
+        }
         let kafka = ReplicatorConfig.Kafka(
-            brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value, properties: properties)
+            brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value,
+            groupInstanceID: groupInstanceID?.value, properties: properties)
 
         // regions
         guard let rawRegions = regions else {
