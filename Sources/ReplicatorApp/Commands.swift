@@ -15,7 +15,7 @@ public struct RegionReplicatorCommand: AsyncParsableCommand {
         commandName: "region-replicator",
         abstract: "Replicates chat-history events from one Kafka topic into every region's Postgres.",
         version: replicatorVersion,
-        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self]
+        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self, Verify.self]
     )
 
     public init() {}
