@@ -498,12 +498,14 @@ public final class Verifier: @unchecked Sendable {
             wantedFrom[holder, default: []].append(id)
         }
         let schema = options.schema
+        let holders = wantedFrom
         let fetched = try eachRegion { i throws(PostgresError) -> [[String?]] in
-            guard let ids = wantedFrom[self.regions[i]] else { return [] }
+            guard let ids = holders[self.regions[i]] else { return [] }
             return try self.connection(i).query(schema.fullRows, parameters: [.text(PostgresArray.text(ids.sorted()))]).rows
         }
-        var rows: [String: [String?]] = [:]
-        for perRegion in fetched { for r in perRegion { if let id = r[0] { rows[id] = r } } }
+        var winnerRows: [String: [String?]] = [:]
+        for perRegion in fetched { for r in perRegion { if let id = r[0] { winnerRows[id] = r } } }
+        let rows = winnerRows
         let statements = Statements(table: schema.table)
         return try eachRegion { i throws(PostgresError) -> RepairResult in
             let plan = plans[i]

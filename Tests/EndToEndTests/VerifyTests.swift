@@ -144,6 +144,40 @@ struct VerifyTests {
         #expect((report.json["candidates"] as? Int ?? 0) > 0, "the first pass saw the late region's missing rows: \(verify.log)")
     }
 
+    @Test("Continuous verification in the daemon: a planted divergence shows in region_replicator_divergent_rows, full passes are timestamped, a repair clears it")
+    func continuousVerification() throws {
+        let port = try HTTPProbe.freePort()
+        let h = try Harness(maxBatchEvents: 200, extraConfig: """
+            verify:
+              enabled: true
+              interval_seconds: 1
+              slices: 3
+            http:
+              listen: "127.0.0.1:\(port)"
+
+            """)
+        var w = Workload(origins: Self.regions, seed: 63)
+        w.generate(sessions: 10, messages: 300)
+        try h.startDaemon(environment: Self.everywhere)
+        try h.cluster.produce(w.events)
+        try h.waitAllCaughtUp()
+        let endpoint = DaemonEndpoint(port: port)
+        let divergent = #"region_replicator_divergent_rows{region="eu-west-1"}"#
+        let lastPass = "region_replicator_verify_last_full_pass_timestamp_seconds"
+        try waitUntil("a full pass with nothing divergent", timeout: .seconds(60)) {
+            let m = try endpoint.metrics()
+            return (m[lastPass] ?? 0) > 0 && m[divergent] == 0
+        }
+        let victim = try #require(try h.dbs.query("eu-west-1", "SELECT message_id::text FROM messages ORDER BY message_id LIMIT 1").first?[0])
+        _ = try h.dbs.query("eu-west-1", "DELETE FROM messages WHERE message_id = $1", [victim])
+        try waitUntil("the missing row to show in \(divergent)", timeout: .seconds(60)) { try endpoint.metrics()[divergent] == 1 }
+        #expect(try endpoint.metrics()[#"region_replicator_divergent_rows{region="us-east-1"}"#] == 0)
+        #expect(h.daemonLogs().contains("regions diverge"), "the daemon logs the divergence")
+        let repair = try h.verify(["--repair"])
+        #expect(repair.status == 0, "\(repair.output)")
+        try waitUntil("\(divergent) back to 0 after the repair", timeout: .seconds(60)) { try endpoint.metrics()[divergent] == 0 }
+    }
+
     @Test("verify exit codes: 78 unknown region, 64 usage, 69 a region unreachable")
     func exitCodes() throws {
         let h = try Harness()
