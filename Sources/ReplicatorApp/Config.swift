@@ -171,6 +171,8 @@ public struct ReplicatorConfig: Sendable {
     public var apply: Apply
     public var http: HTTP
     public var log: Log
+    /// Continuous verification (off by default).
+    public var verify = Verify()
     /// The file this configuration came from (used in error messages).
     public var path: String
 
@@ -441,8 +443,9 @@ struct RawConfig {
     var listen: Sourced<String>?
     var level: Sourced<String>?
     var format: Sourced<String>?
+    var verify = RawVerify()
 
-    static let topKeys = ["kafka", "regions", "apply", "http", "log"]
+    static let topKeys = ["kafka", "regions", "apply", "http", "log", "verify"]
     static let kafkaKeys = ["brokers", "topic", "group_prefix", "properties"]
 
     /// librdkafka properties the replication guarantees depend on (offsets live in each region's
@@ -494,6 +497,7 @@ struct RawConfig {
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
+            case "verify": try raw.verify.parse(entry.node, at: entry.key, walker)
             case "http":
                 for e in try walker.entries(of: entry.node, at: entry.key, known: httpKeys) {
                     raw.listen = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
@@ -685,9 +689,11 @@ struct RawConfig {
             throw fail(format.key, "expected text or json, got \(quoted(format.value))")
         }
 
-        return ReplicatorConfig(
+        var config = ReplicatorConfig(
             kafka: kafka, regions: regions, apply: apply, http: .init(listen: listen.value),
             log: .init(level: logLevel, format: logFormat), path: file)
+        config.verify = try verify.validated(file: file)
+        return config
     }
 
     private static func checkRange(

@@ -136,6 +136,9 @@ struct VerifyTests {
             !(try h.dbs.query(late, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'region-replicator verify' AND query LIKE '%replicator_offsets%'").isEmpty)
                 || !verify.isRunning
         }
+        // The whole daemon takes over (the first one holds the same HTTP port).
+        first.signal(SIGTERM)
+        #expect(try first.wait() == 0)
         try h.startDaemon(environment: Self.everywhere)
         let status = try verify.wait(timeout: .seconds(150))
         #expect(status == 0, "\(verify.log)")
