@@ -1,6 +1,6 @@
 public import ArgumentParser
 
-/// The exit codes of CONTRACT §6 (sysexits.h values).
+/// The exit codes listed in README.md (sysexits.h values).
 extension ExitCode {
     /// `verify`: the regions diverge (0 is consistent, 1 stays any other error).
     public static let divergent = ExitCode(2)
