@@ -68,8 +68,10 @@ struct VerifyTests {
         // 5. A region that never saw a session (ap-southeast-1): none of its rows or tombstones.
         let unseen = live[1]
         // (Read from eu-west-1: us-east-1 now holds the resurrected row, which may be of this session.)
-        for r in try h.dbs.query(eu, "SELECT message_id::text FROM messages WHERE session_id = $1", [unseen]) { expected.insert("\(ap)|missing|\(r[0]!)") }
-        for r in try h.dbs.query(eu, "SELECT message_id::text FROM replicator_message_tombstones WHERE session_id = $1", [unseen]) { expected.insert("\(ap)|tombstone_missing|\(r[0]!)") }
+        var unseenExpected: Set<String> = tomb[1] == unseen ? ["\(us)|resurrected|\(tomb[0]!)"] : []
+        for r in try h.dbs.query(eu, "SELECT message_id::text FROM messages WHERE session_id = $1", [unseen]) { unseenExpected.insert("\(ap)|missing|\(r[0]!)") }
+        for r in try h.dbs.query(eu, "SELECT message_id::text FROM replicator_message_tombstones WHERE session_id = $1", [unseen]) { unseenExpected.insert("\(ap)|tombstone_missing|\(r[0]!)") }
+        expected.formUnion(unseenExpected)
         _ = try h.dbs.query(ap, "DELETE FROM messages WHERE session_id = $1", [unseen])
         _ = try h.dbs.query(ap, "DELETE FROM replicator_message_tombstones WHERE session_id = $1", [unseen])
 
@@ -86,6 +88,11 @@ struct VerifyTests {
         #expect(report.region(ap)?["sample_sessions"].flatMap { $0 as? [String] }?.contains(unseen) == true, "\(divergent.output)")
         #expect(report.region(eu)?["replay_command"] is String, "a replay window for the region that lacks rows: \(divergent.output)")
         #expect(report.region(us)?["resurrected"] as? Int == 1 && report.region(eu)?["only_here"] as? Int == 1)
+
+        // --session: only that session's rows and tombstones.
+        let one = try h.verify(["--json", "--session", unseen])
+        #expect(one.status == 2, "\(one.output)")
+        #expect(try VerifyJSON(one.output).names == unseenExpected, "\(one.output)")
 
         let text = try h.verify([])
         #expect(text.status == 2 && text.output.contains("verify: DIVERGENT") && text.output.contains("\(ap) stale message \(edited[0]!)"), "\(text.output)")
