@@ -539,8 +539,8 @@ public final class Verifier: @unchecked Sendable {
             }
             let winners = plan.rows.compactMap { rows[$0] }
             if !winners.isEmpty {
-                var cols = (0..<7).map { k in
-                    PostgresBinaryArray([PostgresBinaryArray.ElementType.uuid, .text, .text, .text, .text, .timestamptz, .int8][k])
+                var cols = (0..<8).map { k in
+                    PostgresBinaryArray([PostgresBinaryArray.ElementType.uuid, .text, .text, .text, .text, .timestamptz, .int8, .text][k])
                 }
                 for r in winners {
                     guard let id = r[0].flatMap({ UUID(uuidString: $0) }), let created = r[5].flatMap({ Int64($0) }),
@@ -549,6 +549,7 @@ public final class Verifier: @unchecked Sendable {
                     for k in 1...4 { cols[k].append(text: r[k] ?? "") }
                     cols[5].append(timestamptzMicroseconds: created)
                     cols[6].append(int8: version)
+                    if r.count > 7, let a = r[7] { cols[7].append(text: a) } else { cols[7].appendNull() }
                 }
                 steps.append(PostgresStatement(schema.repairUpsert, cols.map(\.parameter)))
                 kinds.append("m")

@@ -16,7 +16,10 @@ public struct VerifySchema: Sendable, Hashable {
         public var region = "region"
         public var createdAt = "created_at"
         public var version = "version"
-        public var replicatedAt = "replicated_at"
+        /// nil: the table has no such column.
+        public var replicatedAt: String? = "replicated_at"
+        /// A `jsonb` column holding the events' attributes; nil: none.
+        public var attributes: String? = nil
         public init() {}
     }
 
@@ -33,12 +36,19 @@ public struct VerifySchema: Sendable, Hashable {
         "\(alias).\(Self.identifier(columns[keyPath: keyPath]))"
     }
 
+    /// `alias."attributes"` as `jsonb`, or `NULL::jsonb` when the table stores none.
+    func attributes(_ alias: String) -> String {
+        columns.attributes.map { "\(alias).\(Self.identifier($0))" } ?? "NULL::jsonb"
+    }
+
     static func identifier(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
 
     /// The content hash of the row `alias` as a `bytea` expression: the equal-version tie-break
     /// (greater wins) and part of every row's fingerprint.
+    /// SHA-256 of the content's UTF-8, a zero byte, and the attributes' `jsonb` text (empty when
+    /// there are none).
     public func contentHash(_ alias: String) -> String {
-        "sha256(convert_to(\(column(alias, \.content)), 'UTF8'))"
+        "sha256(convert_to(\(column(alias, \.content)), 'UTF8') || '\\x00'::bytea || convert_to(coalesce((\(attributes(alias)))::text, ''), 'UTF8'))"
     }
 
     /// Microseconds since the epoch of a `timestamptz` expression (no time zone dependence).
@@ -104,7 +114,8 @@ public struct VerifySchema: Sendable, Hashable {
         let m = "m", t = table.quoted
         return """
             SELECT 'm', \(column(m, \.messageID))::text, \(column(m, \.sessionID)), \(column(m, \.version)), \(rowFingerprint(m)),
-                   encode(\(contentHash(m)), 'hex'), \(Self.micros(column(m, \.createdAt))), \(Self.micros(column(m, \.replicatedAt)))
+                   encode(\(contentHash(m)), 'hex'), \(Self.micros(column(m, \.createdAt))),
+                   \(columns.replicatedAt.map { Self.micros("\(m).\(Self.identifier($0))") } ?? "NULL::bigint")
             FROM \(t) m
             WHERE CASE WHEN $4::uuid[] IS NULL
                        THEN \(column(m, \.messageID)) >= $1::uuid AND ($2::uuid IS NULL OR \(column(m, \.messageID)) < $2::uuid)
@@ -130,12 +141,12 @@ public struct VerifySchema: Sendable, Hashable {
         """
 
     /// The full rows with the ids `$1` (for repair): id, session, role, content, region,
-    /// created_at µs, version.
+    /// created_at µs, version, attributes (`jsonb` text or NULL).
     var fullRows: String {
         let m = "m"
         return """
             SELECT \(column(m, \.messageID))::text, \(column(m, \.sessionID)), \(column(m, \.role)), \(column(m, \.content)),
-                   \(column(m, \.region)), \(Self.micros(column(m, \.createdAt))), \(column(m, \.version))
+                   \(column(m, \.region)), \(Self.micros(column(m, \.createdAt))), \(column(m, \.version)), (\(attributes(m)))::text
             FROM \(table.quoted) m WHERE \(column(m, \.messageID)) = ANY($1::uuid[])
             """
     }
@@ -148,20 +159,27 @@ public struct VerifySchema: Sendable, Hashable {
     /// whether each was inserted (not updated).
     var repairUpsert: String {
         let c = columns
-        let names = [c.messageID, c.sessionID, c.role, c.content, c.region, c.createdAt, c.version].map(Self.identifier)
+        var names = [c.messageID, c.sessionID, c.role, c.content, c.region, c.createdAt, c.version].map(Self.identifier)
+        var values = ["u.message_id", "u.session_id", "u.role", "u.content", "u.region", "u.created_at", "u.version"]
+        if let a = c.attributes {
+            names.append(Self.identifier(a))
+            values.append("u.attributes::jsonb")
+        }
+        var set = names[1...].map { "\($0) = excluded.\($0)" }
+        if let r = c.replicatedAt { set.append("\(Self.identifier(r)) = now()") }
         let t = table.quoted
         return """
             WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                           $6::timestamptz[], $7::bigint[])
-                       AS u(message_id, session_id, role, content, region, created_at, version))
+                                           $6::timestamptz[], $7::bigint[], $8::text[])
+                       AS u(message_id, session_id, role, content, region, created_at, version, attributes))
             INSERT INTO \(t) AS m (\(names.joined(separator: ", ")))
-            SELECT u.message_id, u.session_id, u.role, u.content, u.region, u.created_at, u.version FROM u
+            SELECT \(values.joined(separator: ", ")) FROM u
             WHERE NOT EXISTS (SELECT 1 FROM replicator_message_tombstones mt
                               WHERE mt.message_id = u.message_id AND mt.version >= u.version)
               AND NOT EXISTS (SELECT 1 FROM replicator_session_tombstones st
                               WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
             ON CONFLICT (\(names[0])) DO UPDATE
-            SET \(names[1...].map { "\($0) = excluded.\($0)" }.joined(separator: ", ")), \(Self.identifier(c.replicatedAt)) = now()
+            SET \(set.joined(separator: ", "))
             WHERE \(column("m", \.version)) < excluded.\(names[6])
                OR (\(column("m", \.version)) = excluded.\(names[6]) AND \(contentHash("m")) < \(contentHash("excluded")))
                OR (\(column("m", \.version)) = excluded.\(names[6]) AND \(contentHash("m")) = \(contentHash("excluded"))
@@ -169,4 +187,5 @@ public struct VerifySchema: Sendable, Hashable {
             RETURNING \(column("m", \.messageID))::text, (m.xmax = 0)
             """
     }
+
 }
