@@ -204,7 +204,8 @@ public final class Verifier: @unchecked Sendable {
         let high: [Int32: Int64]
         switch marks {
         case .success(let h): high = h
-        case .failure(let e): throw e
+        case .failure(let e):
+            throw VerifyError(e.kind, "the first pass found \(first.divergences.count) candidate divergences, which cannot be confirmed: \(e.description)")
         }
         let lagging = try waitApplied(high, cancelled: cancelled)
         return finish(try recheck(first), lagging: lagging)
