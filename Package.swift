@@ -106,7 +106,7 @@ let package = Package(
         ),
 
         // MARK: - Tests
-        .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"], swiftSettings: strict),
+        .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore", "KafkaClient"], swiftSettings: strict),
         .testTarget(name: "ReplicatorAppTests", dependencies: ["ReplicatorApp"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",

@@ -44,9 +44,12 @@ public final class KafkaConsumer: @unchecked Sendable {
     ///   - configuration: user properties (applied after this wrapper's defaults, so they win).
     ///   - groupID: the consumer group, or nil for a group-less consumer used with ``assign(_:)``.
     ///   - rebalance: the rebalance handler for subscribe mode.
+    ///   - pauseAssigned: pause every newly assigned partition right after assigning it, inside
+    ///     the rebalance callback, so that nothing is fetched until the application has decided
+    ///     where to start (it then seeks and resumes).
     /// - Throws: ``KafkaError`` on an invalid property (named) or when the client cannot be created.
     public init(configuration: KafkaConfiguration, groupID: String?,
-                rebalance: RebalanceHandler? = nil, log: LogHandler? = nil) throws(KafkaError) {
+                rebalance: RebalanceHandler? = nil, pauseAssigned: Bool = false, log: LogHandler? = nil) throws(KafkaError) {
         var conf = KafkaConfiguration([
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -71,7 +74,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             var errbuf = [CChar](repeating: 0, count: 256)
             _ = rd_kafka_conf_set(raw, "fetch.queue.backoff.ms", "20", &errbuf, errbuf.count)
         }
-        let ctx = Unmanaged.passRetained(CallbackContext(rebalance: rebalance, log: log))
+        let ctx = Unmanaged.passRetained(CallbackContext(rebalance: rebalance, pauseAssigned: pauseAssigned, log: log))
         rd_kafka_conf_set_opaque(raw, ctx.toOpaque())
         if log != nil {
             rd_kafka_conf_set_log_cb(raw) { rk, level, fac, buf in
@@ -127,6 +130,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             } else {
                 rd_kafka_assign(rk, partitions)
             }
+            if ctx.pauseAssigned { rd_kafka_pause_partitions(rk, partitions) }
         default:  // RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS or an error: give everything back
             _ = ctx.rebalance?(.revoked(list.entries, lost: rd_kafka_assignment_lost(rk) != 0))
             if cooperative {
@@ -304,9 +308,11 @@ public final class KafkaConsumer: @unchecked Sendable {
 final class CallbackContext: @unchecked Sendable {
     // @unchecked Sendable: immutable after init; the closures are @Sendable.
     let rebalance: KafkaConsumer.RebalanceHandler?
+    let pauseAssigned: Bool
     let log: KafkaConsumer.LogHandler?
-    init(rebalance: KafkaConsumer.RebalanceHandler?, log: KafkaConsumer.LogHandler?) {
+    init(rebalance: KafkaConsumer.RebalanceHandler?, pauseAssigned: Bool, log: KafkaConsumer.LogHandler?) {
         self.rebalance = rebalance
+        self.pauseAssigned = pauseAssigned
         self.log = log
     }
 }

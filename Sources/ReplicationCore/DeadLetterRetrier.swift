@@ -34,11 +34,12 @@ public struct DeadLetterRetrier {
     /// apply each; those that now apply are marked resolved, the others get `retried_at` and
     /// their new error.
     public func retry(id: Int64?) throws(PostgresError) -> Summary {
-        try db.query(#"DELETE FROM replicator_dead_letters WHERE "offset" < 0"#)  // probes left by a crash
+        let deadLetters = applier.tables.deadLetters
+        try db.query(#"DELETE FROM \#(deadLetters) WHERE "offset" < 0"#)  // probes left by a crash
         let rows = try db.query("""
             SELECT id, topic, partition, "offset", encode(record_key, 'hex'), encode(payload, 'hex'),
                    record_key IS NULL, payload IS NULL
-            FROM replicator_dead_letters
+            FROM \(deadLetters)
             WHERE NOT resolved AND ($1::bigint IS NULL OR id = $1::bigint)
             ORDER BY topic, partition, "offset"
             """, [id.map(String.init)]).rows
@@ -54,13 +55,13 @@ public struct DeadLetterRetrier {
                                            progress: [], consumerGroup: nil, topic: topic, on: db)
             counts = counts + result.counts
             if result.counts[.deadLettered] == 0 {
-                try db.query("UPDATE replicator_dead_letters SET resolved = true, retried_at = now() WHERE id = $1", [String(id)])
+                try db.query("UPDATE \(deadLetters) SET resolved = true, retried_at = now() WHERE id = $1", [String(id)])
                 resolved += 1
             } else {
                 try db.query("""
-                    WITH probe AS (DELETE FROM replicator_dead_letters WHERE topic = $2 AND partition = $3 AND "offset" = $4
+                    WITH probe AS (DELETE FROM \(deadLetters) WHERE topic = $2 AND partition = $3 AND "offset" = $4
                                    RETURNING error)
-                    UPDATE replicator_dead_letters SET retried_at = now(), error = coalesce((SELECT error FROM probe), error)
+                    UPDATE \(deadLetters) SET retried_at = now(), error = coalesce((SELECT error FROM probe), error)
                     WHERE id = $1
                     """, [String(id), topic, String(partition), String(-id)])
                 failed += 1

@@ -66,6 +66,9 @@ public final class RegionMetrics: Sendable {
 
     func retried() { retries.increment() }
 
+    /// Records the retention deleted before they were applied (`outcome="gone"`).
+    func gone(_ count: Int) { if count > 0 { outcomes[.gone]?.increment(by: count) } }
+
     /// Publishes the lag figures of a snapshot.
     public func publish(_ r: RegionLag) {
         regionUp.record(r.up ? 1 : 0)

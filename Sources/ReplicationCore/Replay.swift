@@ -384,7 +384,9 @@ struct ReplaySession {
         self.applier = RegionApplier(region: request.region, table: request.table, applyToOrigin: request.applyToOrigin)
         do {
             let c = try Self.connect(request)
-            let missing = try Schema.missingTables(c, table: request.table)
+            let (missing, tables) = try Schema.check(c, table: request.table)
+            applier = RegionApplier(region: request.region, table: request.table, applyToOrigin: request.applyToOrigin,
+                                    tables: tables)
             if !missing.isEmpty {
                 c.close()
                 throw ReplayError(.failed, "region \(request.region) is not migrated (missing: \(missing.joined(separator: ", "))): run `region-replicator migrate --region \(request.region)`")
@@ -425,8 +427,9 @@ struct ReplaySession {
             let mt = try qualified("replicator_message_tombstones")
             let st = try qualified("replicator_session_tombstones")
             let dl = try qualified("replicator_dead_letters")
-            // Temporary tables named like the bookkeeping tables shadow them in this session
-            // (pg_temp comes first in the search path); the messages copy gets its own name.
+            // Private copies in pg_temp; the applier then names them `pg_temp.…` explicitly, so
+            // no search_path (not even one with pg_temp after public) can send a write to the
+            // region's own tables.
             try db.execute("""
                 CREATE TEMP TABLE rr_dry_run_messages (LIKE \(table) INCLUDING ALL);
                 CREATE TEMP TABLE replicator_message_tombstones (LIKE \(mt) INCLUDING ALL);
@@ -446,7 +449,7 @@ struct ReplaySession {
         }
         do {
             applier = RegionApplier(region: request.region, table: try TableName(validating: "pg_temp.rr_dry_run_messages"),
-                                    applyToOrigin: request.applyToOrigin)
+                                    applyToOrigin: request.applyToOrigin, tables: .inSchema("pg_temp"))
         } catch {
             throw ReplayError(.failed, "\(error)")
         }

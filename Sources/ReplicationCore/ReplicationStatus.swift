@@ -38,6 +38,9 @@ public struct RegionLag: Sendable, Hashable {
     /// Partitions this instance's consumer owns for the region now (several instances share
     /// each region's consumer group; every partition is owned by exactly one of them).
     public var assignedPartitions: [Int32] = []
+    /// Records of the region's partitions deleted from the topic (retention) before this
+    /// instance applied them, since start (the `gone` outcome).
+    public var gone: Int64 = 0
 }
 
 /// A point-in-time copy of everything the HTTP endpoint and systemd notifications report.
@@ -71,6 +74,7 @@ public final class ReplicationStatus: Sendable {
         var oldest: [Int32: (offset: Int64, ms: Int64)] = [:]
         var lastApply: Double? = nil
         var assigned: Set<Int32> = []
+        var gone: Int64 = 0
         var heartbeats: [String: (at: ContinuousClock.Instant, timeout: Duration)] = [:]
     }
 
@@ -115,6 +119,22 @@ public final class ReplicationStatus: Sendable {
         update(region) { r in
             r.assigned.subtract(revoked)
             r.assigned.formUnion(assigned)
+        }
+    }
+
+    /// Records of `region` were found gone from the topic before they were applied.
+    public func recordsGone(region: String, count: Int64) {
+        update(region) { $0.gone += count }
+    }
+
+    /// The region's stored offsets were found moved (a restore, a manual reset, another
+    /// writer): they replace what the pipeline had reported, backwards included.
+    public func storedOffsetsMoved(region: String, _ next: [Int32: Int64]) {
+        update(region) { r in
+            for (p, n) in next {
+                r.next[p] = n
+                if let o = r.oldest[p], o.offset != n { r.oldest[p] = nil }
+            }
         }
     }
 
@@ -218,7 +238,7 @@ public final class ReplicationStatus: Sendable {
                 return RegionLag(region: name, up: problem == nil && r.pipelineConnected, problem: problem,
                                  lagEvents: lagEvents, lagSeconds: lagSeconds, replicatedThrough: now - lagSeconds,
                                  lastApply: r.lastApply, sampledAt: r.sampledAt, partitions: parts,
-                                 assignedPartitions: r.assigned.sorted())
+                                 assignedPartitions: r.assigned.sorted(), gone: r.gone)
             }
             return ReplicationSnapshot(topic: topic, kafkaOK: kafkaProblem == nil && kafkaReachable.load(ordering: .relaxed),
                                        kafkaProblem: kafkaProblem ?? (kafkaReachable.load(ordering: .relaxed) ? nil : "not reached yet"),

@@ -79,10 +79,60 @@ public enum Schema {
 
     /// The tables that `migrate` would create but that are missing.
     public static func missingTables(_ db: PostgresConnection, table: TableName) throws(PostgresError) -> [String] {
-        let names = [table.quoted, "replicator_offsets", "replicator_message_tombstones",
-                     "replicator_session_tombstones", "replicator_dead_letters"]
-        let r = try db.query("SELECT to_regclass(n) IS NULL FROM unnest($1::text[]) WITH ORDINALITY AS x(n, i) ORDER BY i",
-                             [PostgresArray.text(names)])
-        return zip(names, r.rows).compactMap { name, row in row.first == "t" ? name : nil }
+        try check(db, table: table).missing
+    }
+
+    /// The tables that `migrate` would create but that are missing, and the schema-qualified
+    /// names of the bookkeeping tables as this session's `search_path` finds them now (where
+    /// `migrate` created them). Every statement of the apply path then names them qualified,
+    /// so a temporary table of the same name can never stand in for them, nor the reverse.
+    public static func check(_ db: PostgresConnection, table: TableName) throws(PostgresError) -> (missing: [String], tables: BookkeepingTables) {
+        let names = [table.quoted] + BookkeepingTables.names
+        let r = try db.query("""
+            SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.oid = to_regclass(x.n))
+            FROM unnest($1::text[]) WITH ORDINALITY AS x(n, i) ORDER BY i
+            """, [PostgresArray.text(names)])
+        var missing: [String] = []
+        var found: [String: String] = [:]
+        for (name, row) in zip(names, r.rows) {
+            if let q = row.first ?? nil { found[name] = q } else { missing.append(name) }
+        }
+        let tables = BookkeepingTables(
+            offsets: found["replicator_offsets"] ?? "replicator_offsets",
+            messageTombstones: found["replicator_message_tombstones"] ?? "replicator_message_tombstones",
+            sessionTombstones: found["replicator_session_tombstones"] ?? "replicator_session_tombstones",
+            deadLetters: found["replicator_dead_letters"] ?? "replicator_dead_letters")
+        return (missing, tables)
+    }
+}
+
+/// The bookkeeping tables' names as SQL (schema-qualified and quoted once resolved by
+/// ``Schema/check(_:table:)``).
+public struct BookkeepingTables: Sendable, Hashable {
+    public var offsets: String
+    public var messageTombstones: String
+    public var sessionTombstones: String
+    public var deadLetters: String
+
+    public init(offsets: String, messageTombstones: String, sessionTombstones: String, deadLetters: String) {
+        self.offsets = offsets
+        self.messageTombstones = messageTombstones
+        self.sessionTombstones = sessionTombstones
+        self.deadLetters = deadLetters
+    }
+
+    static let names = ["replicator_offsets", "replicator_message_tombstones", "replicator_session_tombstones", "replicator_dead_letters"]
+
+    /// The unqualified names (resolved through `search_path` by the server): only until
+    /// ``Schema/check(_:table:)`` has run.
+    public static let unqualified = BookkeepingTables(
+        offsets: "replicator_offsets", messageTombstones: "replicator_message_tombstones",
+        sessionTombstones: "replicator_session_tombstones", deadLetters: "replicator_dead_letters")
+
+    /// The same tables in `schema` (e.g. `pg_temp` for a dry run's private copies).
+    public static func inSchema(_ schema: String) -> BookkeepingTables {
+        BookkeepingTables(offsets: "\(schema).replicator_offsets", messageTombstones: "\(schema).replicator_message_tombstones",
+                          sessionTombstones: "\(schema).replicator_session_tombstones", deadLetters: "\(schema).replicator_dead_letters")
     }
 }

@@ -89,12 +89,15 @@ public final class Verifier: @unchecked Sendable {
     public let targets: [VerifyTarget]
     public let options: VerifyOptions
     private var connections: [PostgresConnection?]
+    /// Each region's bookkeeping tables, schema-qualified as its `search_path` resolves them.
+    private var bookkeeping: [BookkeepingTables]
     private let applicationName: String
 
     public init(targets: [VerifyTarget], options: VerifyOptions, applicationName: String = "region-replicator verify") {
         self.targets = targets
         self.options = options
         self.connections = Array(repeating: nil, count: targets.count)
+        self.bookkeeping = Array(repeating: .unqualified, count: targets.count)
         self.applicationName = applicationName
     }
 
@@ -121,7 +124,7 @@ public final class Verifier: @unchecked Sendable {
         connections = conns
         for (i, c) in conns.enumerated() {
             let missing: [String]
-            do { missing = try Schema.missingTables(c, table: options.schema.table) } catch {
+            do { (missing, bookkeeping[i]) = try Schema.check(c, table: options.schema.table) } catch {
                 throw VerifyError(.regionUnavailable, "region \(targets[i].region): \(error)")
             }
             if !missing.isEmpty {
@@ -507,8 +510,10 @@ public final class Verifier: @unchecked Sendable {
         var winnerRows: [String: [String?]] = [:]
         for perRegion in fetched { for r in perRegion { if let id = r[0] { winnerRows[id] = r } } }
         let rows = winnerRows
-        let statements = Statements(table: schema.table)
+        let tables = bookkeeping
         return try eachRegion { i throws(PostgresError) -> RepairResult in
+            // The apply path's own statements (and lock) for the tombstones.
+            let statements = Statements(table: schema.table, tables: tables[i])
             let plan = plans[i]
             var result = RepairResult(region: plan.region)
             guard !plan.isEmpty else { return result }

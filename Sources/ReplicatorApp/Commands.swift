@@ -53,7 +53,7 @@ extension ReplicatorConfig {
         PipelineSettings(region: region.name, conninfo: region.dsn.value, kafka: kafkaConfiguration,
                          topic: kafka.topic, consumerGroup: consumerGroup(for: region), table: apply.table,
                          applyToOrigin: apply.applyToOrigin, maxBatchEvents: apply.maxBatchEvents,
-                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs))
+                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes)
     }
 }
 

@@ -11,6 +11,7 @@ extension RawConfig {
         ("REGION_REPLICATOR_APPLY_TABLE", "apply.table"),
         ("REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS", "apply.max_batch_events"),
         ("REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS", "apply.max_batch_delay_ms"),
+        ("REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES", "apply.max_batch_bytes"),
         ("REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN", "apply.apply_to_origin"),
         ("REGION_REPLICATOR_HTTP_LISTEN", "http.listen"),
         ("REGION_REPLICATOR_LOG_LEVEL", "log.level"),
@@ -55,6 +56,7 @@ extension RawConfig {
         if let v = string("REGION_REPLICATOR_APPLY_TABLE") { table = v }
         if let v = try int("REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS") { maxBatchEvents = v }
         if let v = try int("REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS") { maxBatchDelayMs = v }
+        if let v = try int("REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES") { maxBatchBytes = v }
         if let v = try bool("REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN") { applyToOrigin = v }
         if let v = string("REGION_REPLICATOR_HTTP_LISTEN") { listen = v }
         if let v = string("REGION_REPLICATOR_LOG_LEVEL") { level = v }

@@ -58,11 +58,18 @@ public struct ReplicatorConfig: Sendable {
         /// Apply upserts to their origin region too (see "Apply rules" in docs/events.md).
         public var applyToOrigin: Bool
 
-        public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false) {
+        /// Most record key + value bytes in one apply transaction (65536…268435456).
+        public var maxBatchBytes: Int
+
+        public static let defaultMaxBatchBytes = 8 << 20
+
+        public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
+                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes) {
             self.table = table
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
             self.applyToOrigin = applyToOrigin
+            self.maxBatchBytes = maxBatchBytes
         }
     }
 
@@ -153,7 +160,7 @@ extension ReplicatorConfig: CustomStringConvertible, CustomDebugStringConvertibl
         let regionList = regions.map { "\($0)" }.joined(separator: ", ")
         return "ReplicatorConfig(path: \(path), kafka: \(kafka), regions: [\(regionList)], "
             + "apply: (table: \(apply.table), max_batch_events: \(apply.maxBatchEvents), "
-            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), apply_to_origin: \(apply.applyToOrigin)), "
+            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), max_batch_bytes: \(apply.maxBatchBytes), apply_to_origin: \(apply.applyToOrigin)), "
             + "http: (listen: \(http.listen)), log: (level: \(log.level), format: \(log.format.rawValue)))"
     }
 

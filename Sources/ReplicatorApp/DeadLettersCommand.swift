@@ -141,10 +141,13 @@ struct DeadLettersRetry: AsyncParsableCommand {
         let (config, region) = try target.resolve()
         let db = try await DeadLetterTarget.connect(config, region, purpose: "retry")
         defer { db.close() }
-        let applier = RegionApplier(region: region.name, table: config.apply.table, applyToOrigin: config.apply.applyToOrigin)
         let id = self.id
+        let table = config.apply.table, regionName = region.name, applyToOrigin = config.apply.applyToOrigin
         let result: Result<DeadLetterRetrier.Summary, PostgresError> = await onBlockingThread {
             do throws(PostgresError) {
+                // Schema-qualified bookkeeping tables, as the daemon names them.
+                let tables = try Schema.check(db, table: table).tables
+                let applier = RegionApplier(region: regionName, table: table, applyToOrigin: applyToOrigin, tables: tables)
                 return .success(try DeadLetterRetrier(applier: applier, db: db).retry(id: id))
             } catch {
                 return .failure(error)

@@ -193,9 +193,12 @@ struct LagDocument: Codable, Sendable, Equatable {
         /// Partitions this instance owns for the region (scale-out: the others' are elsewhere).
         /// Optional only so that `status` still reads the `/lag` of an older daemon.
         var assignedPartitions: [Int32]?
+        /// Records deleted from the topic before this instance applied them (since start).
+        /// Optional only so that `status` still reads the `/lag` of an older daemon.
+        var gone: Int64?
 
         enum CodingKeys: String, CodingKey {
-            case region, up, problem, partitions
+            case region, up, problem, partitions, gone
             case assignedPartitions = "assigned_partitions"
             case lagEvents = "lag_events"
             case lagSeconds = "lag_seconds"
@@ -217,6 +220,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             try c.encode(lagSampleTimestamp, forKey: .lagSampleTimestamp)
             try c.encode(partitions, forKey: .partitions)
             try c.encode(assignedPartitions ?? [], forKey: .assignedPartitions)
+            try c.encode(gone ?? 0, forKey: .gone)
         }
     }
 
@@ -239,7 +243,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             return Region(region: r.region, up: r.up, problem: r.problem.map(redact), lagEvents: r.lagEvents,
                           lagSeconds: lag, replicatedThrough: Self.rfc3339(r.replicatedThrough),
                           lastApply: r.lastApply.map(Self.rfc3339), lagSampleTimestamp: r.sampledAt.map(Self.rfc3339),
-                          partitions: r.partitions, assignedPartitions: r.assignedPartitions)
+                          partitions: r.partitions, assignedPartitions: r.assignedPartitions, gone: r.gone)
         }
     }
 

@@ -35,6 +35,7 @@ struct RawConfig {
     var table: Sourced<String>?
     var maxBatchEvents: Sourced<Int>?
     var maxBatchDelayMs: Sourced<Int>?
+    var maxBatchBytes: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
     var listen: Sourced<String>?
     var level: Sourced<String>?
@@ -54,7 +55,7 @@ struct RawConfig {
         "metadata.broker.list": "set kafka.brokers",
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
-    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "apply_to_origin"]
+    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -113,6 +114,7 @@ struct RawConfig {
                     case "table": raw.table = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
@@ -288,9 +290,11 @@ struct RawConfig {
         }
         let maxBatchEvents = try Self.checkRange(maxBatchEvents, default: 1000, key: "apply.max_batch_events", 1...100_000, file: file)
         let maxBatchDelayMs = try Self.checkRange(maxBatchDelayMs, default: 20, key: "apply.max_batch_delay_ms", 0...60_000, file: file)
+        let maxBatchBytes = try Self.checkRange(maxBatchBytes, default: ReplicatorConfig.Apply.defaultMaxBatchBytes,
+                                                key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false)
+            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

@@ -141,8 +141,8 @@ struct Status: AsyncParsableCommand {
         }
     }
 
-    /// The table: REGION, UP, LAG EVENTS, LAG SECONDS, REPLICATED THROUGH, and each down
-    /// region's problem below it.
+    /// The table: REGION, UP, LAG EVENTS, LAG SECONDS, REPLICATED THROUGH, each down
+    /// region's problem below it, and the records gone from the topic before they were applied.
     static func render(_ doc: LagDocument) -> String {
         var table = TextTable(header: ["REGION", "UP", "LAG EVENTS", "LAG SECONDS", "REPLICATED THROUGH"], rightAligned: [2, 3])
         for r in doc.regions {
@@ -160,6 +160,11 @@ struct Status: AsyncParsableCommand {
         if !down.isEmpty {
             out += "\n"
             for r in down { out += "\(r.region): \(r.problem ?? "down")\n" }
+        }
+        let lost = doc.regions.filter { ($0.gone ?? 0) > 0 }
+        if !lost.isEmpty {
+            out += "\n"
+            for r in lost { out += "\(r.region): \(r.gone ?? 0) records gone from the topic (retention) before they were applied\n" }
         }
         return out
     }

@@ -100,6 +100,7 @@ struct ConfigTests {
         #expect(config.apply.table.description == "messages")
         #expect(config.apply.maxBatchEvents == 1000)
         #expect(config.apply.maxBatchDelayMs == 20)
+        #expect(config.apply.maxBatchBytes == 8 << 20)
         #expect(config.apply.applyToOrigin == false)
         #expect(config.http.listen == "127.0.0.1:9466")
         #expect(config.log.level == .info)
@@ -194,7 +195,7 @@ struct ConfigTests {
         let error = failure(Self.minimal + "apply:\n  max_batch_evnts: 10\n")
         #expect(error?.key == "apply.max_batch_evnts")
         #expect(error?.description
-            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, apply_to_origin)")
+            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin)")
     }
 
     @Test func unknownKeyInRegionItem() {
@@ -378,6 +379,9 @@ struct ConfigTests {
         #expect(failure(Self.minimal + "apply:\n  max_batch_events: 100001\n")?.key == "apply.max_batch_events")
         #expect(failure(Self.minimal + "apply:\n  max_batch_delay_ms: -1\n")?.key == "apply.max_batch_delay_ms")
         #expect(failure(Self.minimal + "apply:\n  max_batch_delay_ms: 60001\n")?.key == "apply.max_batch_delay_ms")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_bytes: 65535\n")?.message == "must be between 65536 and 268435456, got 65535")
+        #expect(failure(Self.minimal + "apply:\n  max_batch_bytes: 268435457\n")?.key == "apply.max_batch_bytes")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES": "1"])?.key == "REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES")
         #expect(failure(Self.minimal + "kafka:\n  topic: \"\"\n")?.key == "kafka.topic")
         #expect(failure(Self.minimal + "kafka:\n  topic: \"a b\"\n")?.key == "kafka.topic")
         #expect(failure(Self.minimal + "kafka:\n  group_prefix: \"\"\n")?.key == "kafka.group_prefix")

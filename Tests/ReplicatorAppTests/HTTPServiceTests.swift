@@ -76,6 +76,7 @@ struct HTTPServiceTests {
         s.watermarks(region: a, [0: 10, 1: 3], at: now)
         s.watermarks(region: b, [0: 10, 1: 3], at: now)
         s.oldestUnapplied(region: a, partition: 0, offset: 5, timestampMs: Int64((now - behindSeconds) * 1000))
+        s.recordsGone(region: b, count: 7)
         return (s, a, b)
     }
 
@@ -117,6 +118,8 @@ struct HTTPServiceTests {
 
             let rb = regions[1]
             #expect((rb["lag_events"] as? NSNumber)?.intValue == 0)
+            #expect((ra["gone"] as? NSNumber)?.intValue == 0)
+            #expect((rb["gone"] as? NSNumber)?.intValue == 7, "records gone from the topic before they were applied")
             #expect((rb["lag_seconds"] as? NSNumber)?.doubleValue == 0)
 
             // The same document decodes into the type `status` reads.
@@ -310,7 +313,7 @@ struct HTTPServiceTests {
             let text = r.text
             let s = samples(text)
             for region in [a, b] {
-                for outcome in ["applied", "duplicate", "stale", "skipped_origin", "dead_lettered"] {
+                for outcome in ["applied", "duplicate", "stale", "skipped_origin", "dead_lettered", "gone"] {
                     #expect(s[#"region_replicator_events_total{region="\#(region)",outcome="\#(outcome)"}"#] == 0,
                             "events_total \(region) \(outcome)")
                 }
@@ -395,7 +398,7 @@ struct HTTPServiceTests {
                   replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: sampled, partitions: []),
             .init(region: "ap-southeast-1", up: false, problem: "database unreachable: connection refused", lagEvents: 12345,
                   lagSeconds: 73.25, replicatedThrough: "2026-11-24T09:58:46.750000Z", lastApply: nil, lagSampleTimestamp: sampled,
-                  partitions: []),
+                  partitions: [], gone: 40),
         ])
         #expect(Status.render(doc) == """
             REGION          UP   LAG EVENTS  LAG SECONDS  REPLICATED THROUGH
@@ -403,6 +406,8 @@ struct HTTPServiceTests {
             ap-southeast-1  NO        12345       73.250  2026-11-24T09:58:46.750000Z
 
             ap-southeast-1: database unreachable: connection refused
+
+            ap-southeast-1: 40 records gone from the topic (retention) before they were applied
 
             """)
     }

@@ -1,0 +1,320 @@
+public import KafkaClient
+
+/// Where a partition's next record must start, as one region's pipeline knows it.
+public enum NextOffset: Sendable, Hashable, CustomStringConvertible {
+    /// Assigned, but the region's stored offset is not read yet: nothing of it may be applied.
+    case unresolved
+    /// The region stores no offset for the partition: start at its first record.
+    case beginning
+    /// Exactly this offset.
+    case at(Int64)
+
+    public var description: String {
+        switch self {
+        case .unresolved: "unresolved"
+        case .beginning: "beginning"
+        case .at(let n): String(n)
+        }
+    }
+}
+
+/// A fetch position to seek a partition to.
+public enum SeekTarget: Sendable, Hashable {
+    case beginning
+    case offset(Int64)
+}
+
+/// What the pipeline must do after an event of ``PartitionBookkeeping``.
+public enum BookkeepingAction: Sendable, Hashable {
+    /// Move the partition's fetch position.
+    case seek(partition: Int32, to: SeekTarget)
+    /// Stop fetching these partitions.
+    case pause([Int32])
+    /// Fetch these partitions again (each was sought first).
+    case resume([Int32])
+    /// Ask the broker for the partition's low watermark and report it with
+    /// ``PartitionBookkeeping/lowWatermark(partition:_:)``: records skipped over are only
+    /// accepted as gone when it proves them gone.
+    case queryLowWatermark(partition: Int32)
+    /// Records `from..<to` of the partition are no longer in the topic (retention deleted them
+    /// before they were applied): log them and count them as `gone`.
+    case gone(partition: Int32, from: Int64, to: Int64)
+    /// Offsets `from..<to` hold no record the broker serves (compaction, transaction markers):
+    /// a fetch from `from` starts at `to`. Nothing is lost.
+    case noRecords(partition: Int32, from: Int64, to: Int64)
+}
+
+/// One region pipeline's partition bookkeeping: which partitions it owns, where each must
+/// continue, which are paused, and the records read but not applied yet. Pure: events in,
+/// actions out; `RegionPipeline` performs the actions (librdkafka, the region's database).
+///
+/// The invariant: progress is never stored across a gap. The next record accepted for a
+/// partition is exactly its next offset (the stored one, or the one after the last record
+/// accepted), unless the broker's low watermark proves the records in between gone (then they
+/// are reported, ``BookkeepingAction/gone(partition:from:to:)``), or a fresh fetch from that
+/// offset starts later (no record exists there). Anything else is dropped and the partition is
+/// sought back to its next offset.
+public struct PartitionBookkeeping: Sendable {
+    struct Gap: Sendable, Hashable {
+        /// The offset the partition must continue at.
+        var expected: Int64
+        /// The first offset delivered instead.
+        var seen: Int64
+        /// The low watermark did not cover the gap and the partition was sought to `expected` again.
+        var resought = false
+    }
+
+    struct Partition: Sendable, Hashable {
+        /// The next offset stored in the region's database, as far as the pipeline knows.
+        var committed: NextOffset = .unresolved
+        /// The next offset to accept into `pending`.
+        var accept: NextOffset = .unresolved
+        var gap: Gap? = nil
+    }
+
+    private(set) var partitions: [Int32: Partition] = [:]
+    /// Partitions whose fetching is paused (unresolved ones, and every one during a retry).
+    public private(set) var paused: Set<Int32> = []
+    /// Records accepted and not applied yet, in arrival order (offsets rise within a partition).
+    public private(set) var pending: [KafkaRecord] = []
+    /// Σ key and value bytes of `pending`.
+    public private(set) var pendingBytes = 0
+    /// A batch failed and is being retried: every owned partition stays paused until it applies.
+    public private(set) var retrying = false
+
+    public init() {}
+
+    // MARK: - Queries
+
+    /// The owned partitions.
+    public var owned: Set<Int32> { Set(partitions.keys) }
+
+    /// Some owned partition waits for the region's stored offsets (``positionsResolved(stored:)``).
+    public var needsStoredOffsets: Bool { partitions.values.contains { $0.committed == .unresolved } }
+
+    /// The stored next offset the pipeline believes for `partition` (nil when not owned).
+    public func committed(_ partition: Int32) -> NextOffset? { partitions[partition]?.committed }
+
+    /// The next offset to accept for `partition` (nil when not owned).
+    public func nextToAccept(_ partition: Int32) -> NextOffset? { partitions[partition]?.accept }
+
+    /// The stored next offsets the region must hold for `partitions` when a batch of them
+    /// commits (nil: no row); unresolved partitions are left out.
+    public func expectedStored(for partitions: some Sequence<Int32>) -> [Int32: Int64?] {
+        var out: [Int32: Int64?] = [:]
+        for p in partitions {
+            switch self.partitions[p]?.committed {
+            case .at(let n)?: out[p] = .some(n)
+            case .beginning?: out[p] = .some(nil)
+            case .unresolved?, nil: continue
+            }
+        }
+        return out
+    }
+
+    // MARK: - Rebalance (no I/O: called inside librdkafka's callback)
+
+    /// Partitions were assigned. Returns the partitions to pause at once: all of them, until
+    /// their stored offsets are read (``positionsResolved(stored:)``).
+    public mutating func assigned(_ parts: [Int32]) -> [Int32] {
+        for p in parts {
+            dropPending(of: p)
+            partitions[p] = Partition()
+            paused.insert(p)
+        }
+        return parts
+    }
+
+    /// Partitions were revoked (or lost): their pending records are dropped.
+    public mutating func revoked(_ parts: [Int32]) {
+        for p in parts {
+            dropPending(of: p)
+            partitions[p] = nil
+            paused.remove(p)
+        }
+    }
+
+    // MARK: - Positions
+
+    /// The region's stored next offsets were read: unresolved partitions start there (or at
+    /// their beginning when the region stores none). Outside a retry they are sought and resumed.
+    public mutating func positionsResolved(stored: [Int32: Int64]) -> [BookkeepingAction] {
+        var resolved: [Int32] = []
+        for (p, var part) in partitions where part.committed == .unresolved {
+            let start: NextOffset = stored[p].map { .at($0) } ?? .beginning
+            part.committed = start
+            part.accept = start
+            part.gap = nil
+            partitions[p] = part
+            resolved.append(p)
+        }
+        guard !retrying else { return [] }  // they stay paused until the retried batch applies
+        return resumeAt(resolved.sorted())
+    }
+
+    /// A batch was refused because the region's stored offsets are not the ones the pipeline
+    /// believed (a restore, a manual reset, another writer): the stored ones win. Every pending
+    /// record is dropped and every resolved partition is sought to its stored offset; a retry
+    /// episode ends (the database answered).
+    public mutating func storedOffsetsMoved(stored: [Int32: Int64]) -> [BookkeepingAction] {
+        pending.removeAll()
+        pendingBytes = 0
+        retrying = false
+        var ready: [Int32] = []
+        for (p, var part) in partitions where part.committed != .unresolved {
+            let start: NextOffset = stored[p].map { .at($0) } ?? .beginning
+            part.committed = start
+            part.accept = start
+            part.gap = nil
+            partitions[p] = part
+            ready.append(p)
+        }
+        return resumeAt(ready.sorted(), forceSeek: true)
+    }
+
+    // MARK: - Records
+
+    /// Records arrived from the consumer. Returns what to do about gaps.
+    public mutating func polled(_ records: some Sequence<KafkaRecord>) -> [BookkeepingAction] {
+        var actions: [BookkeepingAction] = []
+        for r in records {
+            let p = r.partition
+            guard !paused.contains(p), var part = partitions[p] else { continue }  // re-read after resume
+            switch part.accept {
+            case .unresolved:
+                continue
+            case .beginning:
+                break  // the first record of the partition, wherever the log starts
+            case .at(let expected):
+                if r.offset < expected { continue }  // already accepted or applied
+                if r.offset > expected {
+                    if let gap = part.gap, gap.expected == expected {
+                        guard gap.resought, r.offset == gap.seen else { continue }  // still sorting it out
+                        // Sought to `expected` again, the fetch starts at the same later offset:
+                        // no record exists in between.
+                        actions.append(.noRecords(partition: p, from: expected, to: r.offset))
+                    } else {
+                        part.gap = Gap(expected: expected, seen: r.offset)
+                        partitions[p] = part
+                        actions += [.seek(partition: p, to: .offset(expected)), .queryLowWatermark(partition: p)]
+                        continue
+                    }
+                }
+            }
+            part.gap = nil
+            part.accept = .at(r.offset + 1)
+            partitions[p] = part
+            pending.append(r)
+            pendingBytes += (r.key?.count ?? 0) + (r.value?.count ?? 0)
+        }
+        return actions
+    }
+
+    /// The broker's low watermark of `partition`, asked for by ``BookkeepingAction/queryLowWatermark(partition:)``.
+    public mutating func lowWatermark(partition p: Int32, _ low: Int64) -> [BookkeepingAction] {
+        guard var part = partitions[p], var gap = part.gap, part.accept == .at(gap.expected) else { return [] }
+        if low > gap.expected {
+            part.gap = nil
+            part.accept = .at(low)
+            partitions[p] = part
+            var actions: [BookkeepingAction] = [.gone(partition: p, from: gap.expected, to: low)]
+            if !paused.contains(p) { actions.append(.seek(partition: p, to: .offset(low))) }
+            return actions
+        }
+        gap.resought = true
+        part.gap = gap
+        partitions[p] = part
+        return paused.contains(p) ? [] : [.seek(partition: p, to: .offset(gap.expected))]
+    }
+
+    /// The low watermark could not be read: forget the gap (the next record past the
+    /// partition's next offset reports it again) and re-read from the next offset.
+    public mutating func lowWatermarkUnavailable(partition p: Int32) -> [BookkeepingAction] {
+        guard var part = partitions[p], let gap = part.gap else { return [] }
+        part.gap = nil
+        partitions[p] = part
+        return paused.contains(p) ? [] : [.seek(partition: p, to: .offset(gap.expected))]
+    }
+
+    // MARK: - Applying
+
+    /// Applying failed and will be retried: every owned partition is paused until it succeeds
+    /// (records still in flight are dropped and re-read from the partition's next offset).
+    public mutating func applyFailed() -> [BookkeepingAction] {
+        guard !retrying else { return [] }
+        retrying = true
+        let toPause = owned.subtracting(paused).sorted()
+        paused.formUnion(toPause)
+        return toPause.isEmpty ? [] : [.pause(toPause)]
+    }
+
+    /// The first `count` pending records committed, storing `progress`. Ends a retry episode:
+    /// paused, resolved partitions are sought to their next offset and resumed.
+    public mutating func applySucceeded(count: Int, progress: [PartitionProgress]) -> [BookkeepingAction] {
+        let n = min(count, pending.count)
+        for r in pending.prefix(n) { pendingBytes -= (r.key?.count ?? 0) + (r.value?.count ?? 0) }
+        pending.removeFirst(n)
+        for p in progress {
+            guard var part = partitions[p.partition] else { continue }
+            part.committed = .at(p.nextOffset)
+            partitions[p.partition] = part
+        }
+        guard retrying else { return [] }
+        retrying = false
+        let ready = paused.filter { partitions[$0]?.committed != .unresolved }.sorted()
+        return resumeAt(ready)
+    }
+
+    /// A retry episode ended without an apply (every pending record's partition was revoked):
+    /// paused, resolved partitions are sought and resumed.
+    public mutating func retryEnded() -> [BookkeepingAction] {
+        guard retrying else { return [] }
+        retrying = false
+        return resumeAt(paused.filter { partitions[$0]?.committed != .unresolved }.sorted())
+    }
+
+    /// The pending records are abandoned (stopping, or dead letters decided elsewhere): each
+    /// partition continues at its stored offset again.
+    public mutating func abandonPending() {
+        pending.removeAll()
+        pendingBytes = 0
+        for (p, var part) in partitions {
+            part.accept = part.committed
+            part.gap = nil
+            partitions[p] = part
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Seeks `parts` to their next offset to accept and resumes them.
+    private mutating func resumeAt(_ parts: [Int32], forceSeek: Bool = false) -> [BookkeepingAction] {
+        var actions: [BookkeepingAction] = []
+        var resumed: [Int32] = []
+        for p in parts {
+            guard let part = partitions[p] else { continue }
+            switch part.accept {
+            case .unresolved: continue
+            case .beginning: actions.append(.seek(partition: p, to: .beginning))
+            case .at(let n): actions.append(.seek(partition: p, to: .offset(n)))
+            }
+            if paused.remove(p) != nil { resumed.append(p) }
+        }
+        if !forceSeek && resumed.isEmpty { return [] }
+        if !resumed.isEmpty { actions.append(.resume(resumed)) }
+        return actions
+    }
+
+    private mutating func dropPending(of p: Int32) {
+        guard pending.contains(where: { $0.partition == p }) else { return }
+        pending.removeAll { r in
+            guard r.partition == p else { return false }
+            pendingBytes -= (r.key?.count ?? 0) + (r.value?.count ?? 0)
+            return true
+        }
+        if var part = partitions[p] {
+            part.accept = part.committed
+            partitions[p] = part
+        }
+    }
+}
