@@ -1,5 +1,6 @@
 import KafkaClient
 import Logging
+import ReplicationCore
 import Synchronization
 
 /// librdkafka's log lines, through swift-log: never librdkafka's own raw `%3|…|FAIL|…` lines on
@@ -11,21 +12,9 @@ enum LibraryLogging {
     /// every line.
     static func routeKafka(to logger: Logger, cap: Logger.Level? = nil, redact: @escaping @Sendable (String) -> String = { $0 }) {
         KafkaLog.setProcessHandler { level, facility, message in
-            var logLevel = Self.logLevel(syslog: level)
+            var logLevel = Logger.Level(syslog: level)
             if let cap, logLevel > cap { logLevel = cap }
             logger.log(level: logLevel, "librdkafka: \(redact(message))", metadata: ["facility": "\(facility)"])
-        }
-    }
-
-    /// The swift-log level of a syslog level (0 emergency … 7 debug).
-    static func logLevel(syslog: Int32) -> Logger.Level {
-        switch syslog {
-        case ...2: .critical
-        case 3: .error
-        case 4: .warning
-        case 5: .notice
-        case 6: .info
-        default: .debug
         }
     }
 }

@@ -10,6 +10,15 @@ struct DevTool: ParsableCommand {
         commandName: "rr-devtool",
         abstract: "Development helpers for region-replicator (not installed).",
         subcommands: [Broker.self, Produce.self])
+
+    /// librdkafka's warnings and errors as one plain line each on standard error (the tool has
+    /// no logger; librdkafka itself never prints, see KafkaLog).
+    static func reportLibraryLines() {
+        KafkaLog.setProcessHandler { level, facility, message in
+            guard level <= 4 else { return }
+            FileHandle.standardError.write(Data("rr-devtool: librdkafka \(facility): \(message)\n".utf8))
+        }
+    }
 }
 
 /// Runs librdkafka's mock cluster as its own process until SIGTERM/SIGINT.
@@ -31,6 +40,7 @@ struct Broker: ParsableCommand {
         sigemptyset(&set)
         for s in handled { sigaddset(&set, s) }
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        DevTool.reportLibraryLines()
         let cluster = try KafkaMockCluster(brokers: brokers)
         try cluster.createTopic(topic, partitions: partitions)
         let bootstrap = cluster.bootstrapServers
@@ -69,6 +79,7 @@ struct Produce: ParsableCommand {
     @Option var seed: UInt64 = 42
 
     func run() throws {
+        DevTool.reportLibraryLines()
         let producer = try KafkaProducer(configuration: KafkaConfiguration([("bootstrap.servers", brokers)]))
         let origins = regions.split(separator: ",").map(String.init)
         var rng = SplitMix64(seed: seed)

@@ -47,4 +47,20 @@ struct SecretPropertyTests {
             #expect(text.contains("`\(marker)`"), "docs/configuration.md does not name `\(marker)`")
         }
     }
+
+    @Test("status reads http.listen with the loader's YAML walker: errors name the key and never quote the file")
+    func statusNeverQuotesTheFile() throws {
+        let path = NSTemporaryDirectory() + "rr-status-\(UUID().uuidString).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let password = "pw-\(UUID().uuidString.prefix(8))"
+        // A DSN with a password whose quote is never closed: the parser's snippet would show it.
+        try "regions:\n  - name: eu-west-1\n    dsn: \"host=eu password=\(password)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let error = #expect(throws: Status.ListenError.self) { try Status.listenAddress(configPath: path, environment: [:]) }
+        #expect(error?.description.contains(path) == true, "\(String(describing: error))")
+        #expect(error?.description.contains(password) == false, "\(String(describing: error))")
+        // A wrong type names the key as the daemon's loader does.
+        try "http:\n  listen: [1]\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let typeError = #expect(throws: Status.ListenError.self) { try Status.listenAddress(configPath: path, environment: [:]) }
+        #expect(typeError?.description == "\(path): http.listen: expected a string, got a sequence", "\(String(describing: typeError))")
+    }
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """THE NAIVE BASELINE — not region-replicator, and not to be used for anything but comparison.
 
-This is the approach of the article region-replicator grew from: a Kafka consumer that, for
-every event, runs one `INSERT … ON CONFLICT DO NOTHING` in autocommit against the region's
-database. `scripts/bench` runs it on the same machine, against the same broker, the same
+This is the approach of the article region-replicator grew from ("Multi-Region Deployment for
+AI Agents: Serving Global Users with Low Latency", whose application writes each message
+locally and publishes it for replication): a Kafka consumer that, for every event, runs one
+`INSERT … ON CONFLICT DO NOTHING` in autocommit against the region's database. `scripts/bench` runs it on the same machine, against the same broker, the same
 backlog and the same Postgres server, to give region-replicator's figures a fixed point of
 comparison. It handles only what the benchmark backlog contains (message.upserted events).
 
