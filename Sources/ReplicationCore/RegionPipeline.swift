@@ -19,6 +19,9 @@ public struct PipelineSettings: Sendable {
     /// Most record key + value bytes in one apply transaction.
     public var maxBatchBytes: Int
 
+    /// Event field → column of ``table``.
+    public var columns: MessageColumns = .standard
+
     public init(region: String, conninfo: String, kafka: KafkaConfiguration, topic: String, consumerGroup: String,
                 table: TableName, applyToOrigin: Bool, maxBatchEvents: Int, maxBatchDelay: Duration,
                 maxBatchBytes: Int = 8 << 20) {
@@ -90,7 +93,8 @@ public final class RegionPipeline: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
         self.logger = logger
-        self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin)
+        self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin,
+                                     columns: settings.columns)
         self.chunkLimit = settings.maxBatchEvents
     }
 
@@ -514,8 +518,15 @@ public final class RegionPipeline: @unchecked Sendable {
             c.close()
             throw PipelineError(description: "region \(settings.region) is not migrated (missing: \(missing.joined(separator: ", "))); run `region-replicator migrate`")
         }
+        // The messages table itself: mapped columns, types, the unique index on the id column.
+        let problems = try Schema.inspect(c, table: settings.table, columns: settings.columns)
+        if !problems.isEmpty {
+            c.close()
+            throw PipelineError(description: "region \(settings.region) cannot be applied to: \(problems.map(\.description).joined(separator: " "))")
+        }
         if tables != applier.tables {
-            applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin, tables: tables)
+            applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin, tables: tables,
+                                    columns: settings.columns)
         }
         db = c
         status.pipelineDatabase(region: settings.region, connected: true, problem: nil)

@@ -513,7 +513,7 @@ public final class Verifier: @unchecked Sendable {
         let tables = bookkeeping
         return try eachRegion { i throws(PostgresError) -> RepairResult in
             // The apply path's own statements (and lock) for the tombstones.
-            let statements = Statements(table: schema.table, tables: tables[i])
+            let statements = Statements(table: schema.table, tables: tables[i], columns: schema.columns)
             let plan = plans[i]
             var result = RepairResult(region: plan.region)
             guard !plan.isEmpty else { return result }

@@ -7,26 +7,13 @@ import Foundation
 /// names or of the content hash (the equal-version tie-break: among rows of the same version, the
 /// greater content hash wins) is made here and nowhere else.
 public struct VerifySchema: Sendable, Hashable {
-    /// Column names of the messages table (quoted identifiers are built from them).
-    public struct Columns: Sendable, Hashable {
-        public var messageID = "message_id"
-        public var sessionID = "session_id"
-        public var role = "role"
-        public var content = "content"
-        public var region = "region"
-        public var createdAt = "created_at"
-        public var version = "version"
-        /// nil: the table has no such column.
-        public var replicatedAt: String? = "replicated_at"
-        /// A `jsonb` column holding the events' attributes; nil: none.
-        public var attributes: String? = nil
-        public init() {}
-    }
+    /// Column names of the messages table (`apply.columns`; quoted identifiers are built from them).
+    public typealias Columns = MessageColumns
 
     public var table: TableName
     public var columns: Columns
 
-    public init(table: TableName, columns: Columns = Columns()) {
+    public init(table: TableName, columns: Columns = .standard) {
         self.table = table
         self.columns = columns
     }
@@ -43,12 +30,11 @@ public struct VerifySchema: Sendable, Hashable {
 
     static func identifier(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
 
-    /// The content hash of the row `alias` as a `bytea` expression: the equal-version tie-break
-    /// (greater wins) and part of every row's fingerprint.
-    /// SHA-256 of the content's UTF-8, a zero byte, and the attributes' `jsonb` text (empty when
-    /// there are none).
+    /// The content hash of the row `alias` as a `bytea` expression — the apply path's own
+    /// (``ContentHash``: content, a zero byte, attributes): the equal-version tie-break (greater
+    /// wins) and part of every row's fingerprint.
     public func contentHash(_ alias: String) -> String {
-        "sha256(convert_to(\(column(alias, \.content)), 'UTF8') || '\\x00'::bytea || convert_to(coalesce((\(attributes(alias)))::text, ''), 'UTF8'))"
+        ContentHash.sql(content: column(alias, \.content), attributes: columns.attributes.map { "\(alias).\(Self.identifier($0))" })
     }
 
     /// Microseconds since the epoch of a `timestamptz` expression (no time zone dependence).

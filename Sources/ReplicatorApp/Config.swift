@@ -57,6 +57,8 @@ public struct ReplicatorConfig: Sendable {
         public var maxBatchDelayMs: Int
         /// Apply upserts to their origin region too (see "Apply rules" in docs/events.md).
         public var applyToOrigin: Bool
+        /// Event field → column of ``table`` (`apply.columns`, `apply.attributes_column`).
+        public var columns: MessageColumns
 
         /// Most record key + value bytes in one apply transaction (65536…268435456).
         public var maxBatchBytes: Int
@@ -64,8 +66,9 @@ public struct ReplicatorConfig: Sendable {
         public static let defaultMaxBatchBytes = 8 << 20
 
         public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
-                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes) {
+                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes, columns: MessageColumns = .standard) {
             self.table = table
+            self.columns = columns
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
             self.applyToOrigin = applyToOrigin

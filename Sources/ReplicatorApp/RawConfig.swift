@@ -37,6 +37,11 @@ struct RawConfig {
     var maxBatchDelayMs: Sourced<Int>?
     var maxBatchBytes: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
+    var columns: [String: Sourced<String>] = [:]
+    var columnsKey: String?
+    /// `apply.columns.replicated_at: null`: the table has no such column.
+    var noReplicatedAt = false
+    var attributesColumn: Sourced<String>?
     var listen: Sourced<String>?
     var level: Sourced<String>?
     var format: Sourced<String>?
@@ -55,7 +60,8 @@ struct RawConfig {
         "metadata.broker.list": "set kafka.brokers",
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
-    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin"]
+    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
+                            "columns", "attributes_column"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -115,6 +121,19 @@ struct RawConfig {
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "columns":
+                        raw.columnsKey = e.key
+                        if e.node.isNullScalar { continue }
+                        for c in try walker.entries(of: e.node, at: e.key, known: MessageColumns.fieldKeys) {
+                            if c.name == "replicated_at", c.node.isNullScalar {
+                                raw.noReplicatedAt = true
+                                continue
+                            }
+                            raw.columns[c.name] = Sourced(value: try walker.string(c.node, at: c.key), key: c.key)
+                        }
+                    case "attributes_column":
+                        if e.node.isNullScalar { continue }
+                        raw.attributesColumn = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
@@ -290,11 +309,29 @@ struct RawConfig {
         }
         let maxBatchEvents = try Self.checkRange(maxBatchEvents, default: 1000, key: "apply.max_batch_events", 1...100_000, file: file)
         let maxBatchDelayMs = try Self.checkRange(maxBatchDelayMs, default: 20, key: "apply.max_batch_delay_ms", 0...60_000, file: file)
+        for (_, column) in columns.sorted(by: { $0.key < $1.key }) {
+            do { try MessageColumns.validate(column.value) } catch {
+                throw fail(column.key, "invalid column name \(quoted(column.value)): \(error.problem)")
+            }
+        }
+        if let a = attributesColumn {
+            do { try MessageColumns.validate(a.value) } catch {
+                throw fail(a.key, "invalid column name \(quoted(a.value)): \(error.problem)")
+            }
+        }
+        let messageColumns: MessageColumns
+        do {
+            messageColumns = try MessageColumns(mapping: columns.mapValues(\.value),
+                                                replicatedAt: noReplicatedAt ? .some(nil) : nil,
+                                                attributes: attributesColumn?.value)
+        } catch {
+            throw fail(columnsKey ?? "apply.columns", "\(quoted(error.text)): \(error.problem)")
+        }
         let maxBatchBytes = try Self.checkRange(maxBatchBytes, default: ReplicatorConfig.Apply.defaultMaxBatchBytes,
                                                 key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes)
+            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes, columns: messageColumns)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

@@ -112,7 +112,7 @@ struct Verify: AsyncParsableCommand {
 
 extension ReplicatorConfig {
     /// How verify sees the messages table.
-    var verifySchema: VerifySchema { VerifySchema(table: apply.table) }
+    var verifySchema: VerifySchema { VerifySchema(table: apply.table, columns: apply.columns) }
 
     func verifyTarget(_ region: Region) -> VerifyTarget {
         VerifyTarget(region: region.name, conninfo: region.dsn.value, consumerGroup: consumerGroup(for: region))

@@ -195,7 +195,38 @@ struct ConfigTests {
         let error = failure(Self.minimal + "apply:\n  max_batch_evnts: 10\n")
         #expect(error?.key == "apply.max_batch_evnts")
         #expect(error?.description
-            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin)")
+            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin, columns, attributes_column)")
+    }
+
+    @Test("apply.columns and apply.attributes_column map event fields onto an existing table")
+    func columnMapping() throws {
+        let config = try parse(Self.minimal + """
+            apply:
+              table: app.chat
+              attributes_column: extra
+              columns:
+                message_id: id
+                content: body
+                replicated_at: null
+
+            """)
+        let c = config.apply.columns
+        #expect(c.messageID == "id" && c.content == "body" && c.sessionID == "session_id" && c.version == "version")
+        #expect(c.replicatedAt == nil && c.attributes == "extra")
+        #expect(try parse(Self.minimal).apply.columns == .standard)
+    }
+
+    @Test("Column names are validated identifiers; unknown fields and shared columns are refused")
+    func columnMappingErrors() {
+        let bad = failure(Self.minimal + "apply:\n  columns:\n    content: \"body; DROP TABLE x\"\n")
+        #expect(bad?.key == "apply.columns.content")
+        #expect(bad?.description.contains("identifiers may contain only letters, digits and `_`") == true, "\(String(describing: bad))")
+        let unknown = failure(Self.minimal + "apply:\n  columns:\n    body: content\n")
+        #expect(unknown?.key == "apply.columns.body")
+        let shared = failure(Self.minimal + "apply:\n  columns:\n    content: role\n")
+        #expect(shared?.description.contains("the same column is mapped to two event fields") == true, "\(String(describing: shared))")
+        let attrs = failure(Self.minimal + "apply:\n  attributes_column: a.b\n")
+        #expect(attrs?.key == "apply.attributes_column")
     }
 
     @Test func unknownKeyInRegionItem() {

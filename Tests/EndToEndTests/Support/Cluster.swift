@@ -67,11 +67,22 @@ final class Harness: @unchecked Sendable {
     let configPath: String
     var daemons: [Daemon] = []
 
-    /// - Parameter standaloneBroker: run the brokers in a process of their own (``BrokerProcess``).
+    /// - Parameters:
+    ///   - standaloneBroker: run the brokers in a process of their own (``BrokerProcess``).
+    ///   - applyConfig: more keys of the `apply:` section (YAML lines indented by two spaces).
+    ///   - setupSQL: run in every region's database before `migrate` (e.g. an existing table).
     init(regions: [String] = ["us-east-1", "eu-west-1", "ap-southeast-1"], maxBatchEvents: Int = 500,
-         extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false) throws {
+         extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false,
+         applyConfig: String = "", setupSQL: String? = nil) throws {
         self.regions = regions
         dbs = try RegionDatabases(regions: regions)
+        if let setupSQL {
+            for r in regions {
+                let c = try dbs.connect(r)
+                defer { c.close() }
+                try c.execute(setupSQL)
+            }
+        }
         dir = NSTemporaryDirectory() + "rr-e2e-" + dbs.database
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         cluster = try TestCluster(partitions: partitions, standaloneIn: standaloneBroker ? dir : nil)
@@ -93,6 +104,7 @@ final class Harness: @unchecked Sendable {
             apply:
               max_batch_events: \(maxBatchEvents)
               max_batch_delay_ms: 20
+            \(applyConfig)
             log:
               level: info
 
