@@ -19,7 +19,7 @@ struct VersionTests {
         // Every dependency Package.swift names, with a version (the plugin also lists theirs).
         for direct in ["swift-argument-parser", "swift-log", "swift-crypto", "swift-service-lifecycle", "Yams",
                        "swift-metrics", "swift-prometheus", "hummingbird"] {
-            #expect(packages.contains { $0.wholeMatch(of: #/  (\S+) (\S+)/#)?.1 == direct }, "\(direct) in \(packages)")
+            #expect(packages.contains { $0.wholeMatch(of: #/  (\S+) (\S+)/#)?.1 == Substring(direct) }, "\(direct) in \(packages)")
         }
         #expect(packages.count == buildDependencies.count && packages.count > 8)
         #expect(buildDependencies.map(\.name) == buildDependencies.map(\.name).sorted())
