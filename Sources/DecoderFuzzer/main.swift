@@ -14,7 +14,7 @@ import ReplicationCore
 
 /// One input: the decoder must return (no trap, no hang) and its answer must respect the
 /// contract — a failure carries one of the documented reasons and a short, single-line message;
-/// a success satisfies every limit of CONTRACT §2. Decoding is deterministic.
+/// a success satisfies every limit of docs/events.md. Decoding is deterministic.
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []

@@ -18,6 +18,11 @@ public struct KafkaConfiguration: Sendable {
         guard let conf = rd_kafka_conf_new() else {
             throw KafkaError(code: .invalidConfiguration, message: "rd_kafka_conf_new failed")
         }
+        // Never librdkafka's default of printing to standard error: see KafkaLog.
+        rd_kafka_conf_set_log_cb(conf) { _, level, fac, buf in
+            KafkaLog.emit(level: level, facility: fac.map { String(cString: $0) } ?? "",
+                          message: buf.map { String(cString: $0) } ?? "")
+        }
         var errbuf = [CChar](repeating: 0, count: 512)
         for (name, value) in properties {
             let res = rd_kafka_conf_set(conf, name, value, &errbuf, errbuf.count)

@@ -77,7 +77,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             rd_kafka_conf_set_log_cb(raw) { rk, level, fac, buf in
                 guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
                 let ctx = Unmanaged<CallbackContext>.fromOpaque(opaque).takeUnretainedValue()
-                ctx.log?(level, fac.map { String(cString: $0) } ?? "", buf.map { String(cString: $0) } ?? "")
+                ctx.log?(level, fac.map { String(cString: $0) } ?? "", KafkaLog.withoutThreadPrefix(buf.map { String(cString: $0) } ?? ""))
             }
         }
         if rebalance != nil {

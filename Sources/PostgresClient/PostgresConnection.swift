@@ -231,7 +231,7 @@ public final class PostgresConnection: @unchecked Sendable {
     private static func error(from r: OpaquePointer, conn c: OpaquePointer) -> PostgresError {
         func field(_ f: Character) -> String? {
             guard let p = PQresultErrorField(r, Int32(f.asciiValue!)) else { return nil }
-            return String(cString: p)
+            return oneLine(String(cString: p))
         }
         let state = field("C") ?? (PQstatus(c) == CONNECTION_OK ? "XX000" : "08006")
         let primary = field("M") ?? cleanMessage(PQresultErrorMessage(r))
@@ -240,8 +240,18 @@ public final class PostgresConnection: @unchecked Sendable {
 
     static func cleanMessage(_ p: UnsafePointer<CChar>?) -> String {
         guard let p else { return "" }
-        return String(cString: p).trimmingCharacters(in: .whitespacesAndNewlines)
-            .replacingOccurrences(of: "\n", with: "; ")
+        return oneLine(String(cString: p))
+    }
+
+    /// libpq's and the server's messages on one line: each line trimmed (libpq indents its
+    /// hints with a tab: `…failed: Connection refused\n\tIs the server running…`), empty lines
+    /// dropped, the rest joined with `; `, any remaining tab a space. A log line or a table
+    /// cell then never breaks.
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" })
+            .map { $0.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "\t", with: " ") }
+            .filter { !$0.isEmpty }
+            .joined(separator: "; ")
     }
 
     // MARK: - Conninfo inspection (for secret-free descriptions)

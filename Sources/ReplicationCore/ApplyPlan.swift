@@ -62,7 +62,7 @@ public struct DeadLetter: Sendable {
     public var error: String
 }
 
-/// A batch reduced to set operations (CONTRACT §3), before any SQL.
+/// A batch reduced to set operations (the apply rules of docs/events.md), before any SQL.
 ///
 /// Several events of one message (or session) collapse to the one that matters, so that the
 /// multi-row statements never touch a row twice; the collapsed ones are counted as duplicate

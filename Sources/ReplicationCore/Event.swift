@@ -18,12 +18,12 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
     public var description: String { postgresText }
 }
 
-/// The role of a chat message (CONTRACT §2).
+/// The role of a chat message (docs/events.md).
 public enum MessageRole: String, Sendable, Hashable, CaseIterable {
     case system, user, assistant, tool
 }
 
-/// A decoded, validated replication event (CONTRACT §2).
+/// A decoded, validated replication event (the format is in docs/events.md).
 public enum Event: Sendable, Hashable {
     case messageUpserted(MessageUpsert)
     case messageDeleted(MessageDeletion)
@@ -100,7 +100,7 @@ public struct SessionDeletion: Sendable, Hashable {
     }
 }
 
-/// Why a record can never be applied (it becomes a dead letter, CONTRACT §5).
+/// Why a record can never be applied (it becomes a dead letter, see docs/events.md).
 public struct DecodeError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A short machine-friendly reason, e.g. `invalid_json`, `missing_field`, `wrong_type`.
     public var reason: String

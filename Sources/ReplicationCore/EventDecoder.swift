@@ -1,6 +1,6 @@
 import Foundation
 
-/// Decodes and validates one Kafka record value into an ``Event`` (CONTRACT §2).
+/// Decodes and validates one Kafka record value into an ``Event`` (the format is in docs/events.md).
 ///
 /// Every failure is a ``DecodeError`` whose `reason` is one of ``EventDecoder/reasons`` and whose
 /// `message` names the offending field and quotes at most ~40 characters of its value (payloads
@@ -36,7 +36,7 @@ public enum EventDecoder {
         "unknown_role", "invalid_timestamp",
     ]
 
-    /// The event `type` values (CONTRACT §2).
+    /// The event `type` values.
     public static let eventTypes = ["message.upserted", "message.deleted", "session.deleted"]
 
     /// Maximum size of `session_id` and of the region fields, in UTF-8 bytes.

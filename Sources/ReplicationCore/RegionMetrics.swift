@@ -2,7 +2,7 @@ import Foundation
 import Metrics
 import Synchronization
 
-/// The metric names of CONTRACT §9.
+/// The metrics of docs/metrics.md.
 public enum MetricName {
     public static let lagEvents = "region_replicator_lag_events"
     public static let partitionLagEvents = "region_replicator_partition_lag_events"

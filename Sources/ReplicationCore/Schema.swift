@@ -1,6 +1,6 @@
 public import PostgresClient
 
-/// The tables of CONTRACT §4, created by `migrate` and checked by `run`.
+/// The tables of docs/events.md, created by `migrate` and checked by `run`.
 public enum Schema {
     /// Session-level lock key serialising `migrate` runs against one database.
     static let migrationLockKey = 0x7265_706c_6d69_6772  // "replmigr"

@@ -1,5 +1,5 @@
 /// A validated, optionally schema-qualified SQL identifier for the configurable `messages` table
-/// (CONTRACT §4: names are validated identifiers, never spliced from untrusted input).
+/// (names are validated identifiers, never spliced from untrusted input).
 ///
 /// Each part must match `[A-Za-z_][A-Za-z0-9_]*` and be at most 63 bytes (Postgres's
 /// `NAMEDATALEN - 1`). The only way SQL sees the name is ``quoted``.

@@ -10,7 +10,7 @@ import Darwin
 //
 // Why not `DateFormatter` / `ISO8601FormatStyle`: they are slow, go through `Double` (losing the
 // exact microsecond) and reject the offset-less form that Python's
-// `datetime.utcnow().isoformat()` writes (CONTRACT §2).
+// `datetime.utcnow().isoformat()` writes (read as UTC, see docs/events.md).
 
 extension Timestamp {
     /// Parses an RFC 3339 timestamp (plus the offset-less form, which means UTC).

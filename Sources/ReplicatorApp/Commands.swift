@@ -64,6 +64,8 @@ struct Run: AsyncParsableCommand {
         let config = try options.load()
         LoggingSetup.bootstrap(level: config.log.level, format: config.log.format)
         let logger = Logger(label: "region-replicator")
+        let redactLibrary = Redactor(config: config)
+        LibraryLogging.routeKafka(to: logger, redact: { redactLibrary($0) })
         do {
             try config.kafkaConfiguration.validate()
         } catch {
@@ -161,6 +163,8 @@ struct CheckConfig: AsyncParsableCommand {
     func run() async throws {
         let config = try options.load()
         let redact = Redactor(config: config)
+        let logger = Logger(label: "region-replicator")
+        LibraryLogging.routeKafka(to: logger, cap: .debug, redact: { redact($0) })
         var rows: [(String, String, String)] = [("config", config.path, "ok")]
         do {
             try config.kafkaConfiguration.validate()
@@ -171,13 +175,19 @@ struct CheckConfig: AsyncParsableCommand {
         }
         var unreachable = false
         let kafkaStatus: String = await onBlockingThread { [timeout] in
+            // librdkafka's lines go to the trail (for the root cause) and to the logger at debug.
+            let trail = KafkaErrorTrail()
             do {
-                let consumer = try KafkaConsumer(configuration: config.kafkaConfiguration, groupID: nil)
+                let consumer = try KafkaConsumer(configuration: config.kafkaConfiguration, groupID: nil, log: { level, facility, message in
+                    trail.record(level: level, facility: facility, message: message)
+                    logger.debug("librdkafka: \(redact(message))", metadata: ["facility": "\(facility)"])
+                })
                 defer { consumer.close() }
                 let n = try consumer.partitionCount(topic: config.kafka.topic, timeoutMs: Int32(timeout * 1000))
                 return "ok (topic \(config.kafka.topic): \(n) partitions)"
             } catch {
-                return "UNREACHABLE: \(error)"
+                guard let cause = trail.rootCause else { return "UNREACHABLE: \(error)" }
+                return "UNREACHABLE: \(cause) (\(error))"
             }
         }
         if !kafkaStatus.hasPrefix("ok") { unreachable = true }
@@ -202,11 +212,9 @@ struct CheckConfig: AsyncParsableCommand {
     }
 
     static func printTable(_ rows: [(String, String, String)], _ redact: Redactor) {
-        let w0 = max(9, rows.map(\.0.count).max() ?? 0)
-        let w1 = max(6, rows.map(\.1.count).max() ?? 0)
-        func pad(_ s: String, _ w: Int) -> String { s + String(repeating: " ", count: max(0, w - s.count)) }
-        print(pad("COMPONENT", w0) + "  " + pad("TARGET", w1) + "  STATUS")
-        for (a, b, c) in rows { print(redact(pad(a, w0) + "  " + pad(b, w1) + "  " + c)) }
+        var table = TextTable(header: ["COMPONENT", "TARGET", "STATUS"])
+        for (component, target, status) in rows { table.append([component, target, status]) }
+        print(redact(table.rendered), terminator: "")
     }
 }
 

@@ -1,5 +1,5 @@
-/// Environment overrides of the configuration file. The table of variables is in the
-/// documentation of ``ReplicatorConfig``.
+/// Environment overrides of the configuration file. The variables are documented in
+/// docs/configuration.md.
 extension RawConfig {
     static let environmentPrefix = "REGION_REPLICATOR_"
 

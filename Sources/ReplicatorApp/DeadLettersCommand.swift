@@ -5,7 +5,7 @@ import ReplicationCore
 
 // MARK: - dead-letters
 
-/// `region-replicator dead-letters list|retry`: inspect and re-apply a region's dead letters (CONTRACT §5).
+/// `region-replicator dead-letters list|retry`: inspect and re-apply a region's dead letters (docs/operations.md).
 struct DeadLetters: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dead-letters",
@@ -112,18 +112,13 @@ struct DeadLettersList: AsyncParsableCommand {
             print("region \(region.name): no \(all ? "" : "unresolved ")dead letters")
             return
         }
-        var rows = [["ID", "PARTITION", "OFFSET", "FIRST SEEN", all ? "RESOLVED" : nil, "ERROR", "PAYLOAD"].compactMap { $0 }]
+        var table = TextTable(header: ["ID", "PARTITION", "OFFSET", "FIRST SEEN", all ? "RESOLVED" : nil, "ERROR", "PAYLOAD"].compactMap { $0 })
         for e in entries {
-            rows.append([String(e.id), String(e.partition), String(e.offset), e.firstSeen ?? "-",
-                         all ? (e.resolved ? "yes" : "no") : nil,
-                         Preview.of(Array(e.error.utf8), limit: 60), e.payloadPreview].compactMap { $0 })
+            table.append([String(e.id), String(e.partition), String(e.offset), e.firstSeen ?? "-",
+                          all ? (e.resolved ? "yes" : "no") : nil,
+                          Preview.of(Array(e.error.utf8), limit: 60), e.payloadPreview].compactMap { $0 })
         }
-        let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
-        for r in rows {
-            print(r.enumerated().map { i, cell in
-                i == r.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
-            }.joined(separator: "  "))
-        }
+        print(table.rendered, terminator: "")
     }
 }
 
@@ -148,7 +143,7 @@ struct DeadLettersRetry: AsyncParsableCommand {
         defer { db.close() }
         let applier = RegionApplier(region: region.name, table: config.apply.table, applyToOrigin: config.apply.applyToOrigin)
         let id = self.id
-        let result: Result<(resolved: Int, failed: Int, counts: OutcomeCounts), PostgresError> = await onBlockingThread {
+        let result: Result<DeadLetterRetrier.Summary, PostgresError> = await onBlockingThread {
             do throws(PostgresError) {
                 return .success(try DeadLetterRetrier(applier: applier, db: db).retry(id: id))
             } catch {
@@ -171,76 +166,7 @@ struct DeadLettersRetry: AsyncParsableCommand {
     }
 }
 
-/// Re-applies dead letters through ``RegionApplier`` (consumer group nil: no offsets move).
-///
-/// The applier records a record that fails again as a dead letter with `ON CONFLICT DO NOTHING`
-/// on (topic, partition, offset), which would keep the old error. So each retry applies the
-/// record under a *probe* position — the same topic and partition, offset `-id` (real offsets
-/// are never negative) — and the new error is moved from the probe row onto the original row in
-/// one statement. A crash in between leaves at most a probe row, removed by the next retry;
-/// nothing is lost.
-struct DeadLetterRetrier {
-    let applier: RegionApplier
-    let db: PostgresConnection
-
-    func retry(id: Int64?) throws(PostgresError) -> (resolved: Int, failed: Int, counts: OutcomeCounts) {
-        try db.query(#"DELETE FROM replicator_dead_letters WHERE "offset" < 0"#)  // probes left by a crash
-        let rows = try db.query("""
-            SELECT id, topic, partition, "offset", encode(record_key, 'hex'), encode(payload, 'hex'),
-                   record_key IS NULL, payload IS NULL
-            FROM replicator_dead_letters
-            WHERE NOT resolved AND ($1::bigint IS NULL OR id = $1::bigint)
-            ORDER BY topic, partition, "offset"
-            """, [id.map(String.init)]).rows
-        var resolved = 0
-        var failed = 0
-        var counts = OutcomeCounts()
-        for r in rows {
-            guard let id = Int64(r[0] ?? ""), let topic = r[1], let partition = Int32(r[2] ?? "") else { continue }
-            let key: [UInt8]? = r[6] == "t" ? nil : Hex.decode(r[4] ?? "")
-            let value: [UInt8]? = r[7] == "t" ? nil : Hex.decode(r[5] ?? "")
-            let probe = RecordRef(topic: topic, partition: partition, offset: -id, key: key, value: value, timestampMs: nil)
-            let result = try applier.apply([DecodedRecord(record: probe, event: EventDecoder.decode(value))],
-                                           progress: [], consumerGroup: nil, topic: topic, on: db)
-            counts = counts + result.counts
-            if result.counts[.deadLettered] == 0 {
-                try db.query("UPDATE replicator_dead_letters SET resolved = true, retried_at = now() WHERE id = $1", [String(id)])
-                resolved += 1
-            } else {
-                try db.query("""
-                    WITH probe AS (DELETE FROM replicator_dead_letters WHERE topic = $2 AND partition = $3 AND "offset" = $4
-                                   RETURNING error)
-                    UPDATE replicator_dead_letters SET retried_at = now(), error = coalesce((SELECT error FROM probe), error)
-                    WHERE id = $1
-                    """, [String(id), topic, String(partition), String(-id)])
-                failed += 1
-            }
-        }
-        return (resolved, failed, counts)
-    }
-}
-
 // MARK: - Text helpers
-
-enum Hex {
-    /// Decodes Postgres `encode(…, 'hex')` output.
-    static func decode(_ text: String) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count / 2)
-        var high: UInt8? = nil
-        for c in text.utf8 {
-            let v: UInt8
-            switch c {
-            case 0x30...0x39: v = c - 0x30
-            case 0x61...0x66: v = c - 0x61 + 10
-            case 0x41...0x46: v = c - 0x41 + 10
-            default: continue
-            }
-            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
-        }
-        return out
-    }
-}
 
 enum Preview {
     /// At most `limit` characters of `bytes` as text: control characters escaped (`\n`, `\t`,

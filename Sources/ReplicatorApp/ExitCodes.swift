@@ -1,6 +1,6 @@
 public import ArgumentParser
 
-/// The exit codes of CONTRACT §6 (sysexits.h values).
+/// The exit codes listed in README.md (sysexits.h values).
 extension ExitCode {
     /// EX_USAGE: bad command line.
     public static let usage = ExitCode(64)

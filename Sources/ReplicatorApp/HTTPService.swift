@@ -5,7 +5,7 @@ public import Prometheus
 public import ReplicationCore
 public import ServiceLifecycle
 
-/// The daemon's HTTP endpoint (CONTRACT §8): `/metrics`, `/lag`, `/health/live`,
+/// The daemon's HTTP endpoint (docs/metrics.md): `/metrics`, `/lag`, `/health/live`,
 /// `/health/ready` and its alias `/health/deep`. Read-only: every handler renders a
 /// ``ReplicationStatus`` snapshot, nothing changes state.
 ///
@@ -174,7 +174,7 @@ struct HTTPRoutes: HTTPResponder {
 
 // MARK: - Bodies
 
-/// The `/lag` body (CONTRACT §8), also decoded by `region-replicator status`.
+/// The `/lag` body (docs/metrics.md), also decoded by `region-replicator status`.
 struct LagDocument: Codable, Sendable, Equatable {
     struct Region: Codable, Sendable, Equatable {
         var region: String

@@ -15,7 +15,7 @@ public enum MetricsSetup {
         .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
     ]
 
-    /// `# HELP` text for every metric of CONTRACT §9 (promtool's linter wants one per family).
+    /// `# HELP` text for every metric of docs/metrics.md (promtool's linter wants one per family).
     static let help: [String: String] = [
         MetricName.lagEvents: "Events produced but not yet applied to the region: sum over partitions of max(0, high watermark - next offset).",
         MetricName.partitionLagEvents: "Events produced but not yet applied to the region, per partition: max(0, high watermark - next offset).",

@@ -13,15 +13,9 @@ struct Redactor: Sendable {
             s.append(r.dsn.value)
             if let parsed = try? PostgresConnection.parse(r.dsn.value), let pw = parsed["password"] { s.append(pw) }
         }
-        for (k, v) in config.kafka.properties where Self.isSecretProperty(k) { s.append(v) }
+        for (k, v) in config.kafka.properties where ReplicatorConfig.Kafka.isSensitive(property: k) { s.append(v) }
         // Longest first, so a DSN is replaced whole before its password.
         secrets = s.filter { $0.count >= 3 }.sorted { $0.count > $1.count }
-    }
-
-    static func isSecretProperty(_ key: String) -> Bool {
-        let k = key.lowercased()
-        return k.contains("password") || k.contains("secret") || k.contains("sasl.jaas") || k.hasSuffix(".key.pem")
-            || k.contains("token")
     }
 
     func callAsFunction(_ text: String) -> String {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import KafkaClient
+import Logging
 import ReplicationCore
 import Synchronization
 #if canImport(Glibc)
@@ -14,7 +15,7 @@ import Darwin
 
 // MARK: - replay
 
-/// `region-replicator replay`: re-applies a range of the topic to one region (CONTRACT §6).
+/// `region-replicator replay`: re-applies a range of the topic to one region (docs/operations.md).
 struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Re-apply a range of the topic to one region (safe while the daemon runs).",
@@ -67,6 +68,8 @@ struct Replay: AsyncParsableCommand {
     func run() async throws {
         let config = try options.load()
         let redact = Redactor(config: config)
+        // librdkafka's lines are diagnostics here (at debug); the replay's own output says what failed.
+        LibraryLogging.routeKafka(to: Logger(label: "region-replicator"), cap: .debug, redact: { redact($0) })
         let target: ReplicatorConfig.Region
         do { target = try config.region(named: region) } catch {
             printError("configuration error: \(error)")

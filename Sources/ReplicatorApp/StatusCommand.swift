@@ -144,23 +144,17 @@ struct Status: AsyncParsableCommand {
     /// The table: REGION, UP, LAG EVENTS, LAG SECONDS, REPLICATED THROUGH, and each down
     /// region's problem below it.
     static func render(_ doc: LagDocument) -> String {
-        var rows = [["REGION", "UP", "LAG EVENTS", "LAG SECONDS", "REPLICATED THROUGH"]]
+        var table = TextTable(header: ["REGION", "UP", "LAG EVENTS", "LAG SECONDS", "REPLICATED THROUGH"], rightAligned: [2, 3])
         for r in doc.regions {
-            rows.append([r.region, r.up ? "yes" : "NO", String(r.lagEvents), String(format: "%.3f", r.lagSeconds),
-                         r.replicatedThrough])
+            // Figures nobody has measured yet (the lag monitor never read the broker's high
+            // watermarks) are unknown, not 0: a daemon that never reached Kafka is not caught up.
+            let measured = r.lagSampleTimestamp != nil
+            table.append([r.region, r.up ? "yes" : "NO",
+                          measured ? String(r.lagEvents) : "unknown",
+                          measured ? String(format: "%.3f", r.lagSeconds) : "unknown",
+                          measured ? r.replicatedThrough : "unknown"])
         }
-        let widths = (0..<5).map { i in rows.map { $0[i].count }.max() ?? 0 }
-        let rightAligned: Set<Int> = [2, 3]
-        var out = ""
-        for row in rows {
-            var line = ""
-            for (i, cell) in row.enumerated() {
-                let pad = String(repeating: " ", count: widths[i] - cell.count)
-                if i > 0 { line += "  " }
-                line += rightAligned.contains(i) ? pad + cell : (i == row.count - 1 ? cell : cell + pad)
-            }
-            out += line + "\n"
-        }
+        var out = table.rendered
         if doc.kafka != "ok" { out += "\nkafka: \(doc.kafka)\n" }
         let down = doc.regions.filter { !$0.up }
         if !down.isEmpty {

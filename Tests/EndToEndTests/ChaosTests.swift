@@ -38,7 +38,7 @@ struct ChaosTests {
 
     static let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 
-    /// Poison templates (CONTRACT §2 dead letters), each made unique by `n` so that every
+    /// Poison templates (dead letters, docs/events.md), each made unique by `n` so that every
     /// dead letter can be matched to the record that caused it.
     static func poison(_ n: Int) -> [UInt8] {
         let ok = #""event_id":"e\#(n)","session_id":"chaos-poison","origin_region":"us-east-1","created_at":"2026-11-24T10:00:00Z""#

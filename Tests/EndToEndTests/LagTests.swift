@@ -3,7 +3,7 @@ import PostgresClient
 import ReplicationCore
 import Testing
 
-/// End-to-end: the lag figures, metrics and health of CONTRACT §8–§9, read over HTTP from the
+/// End-to-end: the lag figures, metrics and health of docs/metrics.md, read over HTTP from the
 /// real daemon and checked against figures read independently from the broker and the region
 /// databases; a real Prometheus server and promtool (Debian package `prometheus`).
 /// Serialized: some tests stop a shared Postgres server.

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// End-to-end tests of `region-replicator replay` and `dead-letters` (issue 5): the real binary,
+/// End-to-end tests of `region-replicator replay` and `dead-letters` (docs/operations.md): the real binary,
 /// the mock Kafka cluster, one real Postgres per region.
 @Suite("Replay and dead letters end to end", .serialized)
 struct ReplayTests {

@@ -106,7 +106,7 @@ extension ReplicationTests {
         #expect(try h.rows(origin).isEmpty)
     }
 
-    /// One record of every kind CONTRACT §2 calls a dead letter.
+    /// One record of every kind docs/events.md calls a dead letter.
     static let poison: [(name: String, value: [UInt8]?)] = {
         func j(_ s: String) -> [UInt8] { Array(s.utf8) }
         let ok = #""event_id":"e","message_id":"5f7e9c52-0000-4000-8000-000000000001","session_id":"p","role":"user","origin_region":"us-east-1","created_at":"2026-11-24T10:00:00Z""#

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// The daemon as systemd runs it (CONTRACT §10): the unit file, scripts/install, the notify
+/// The daemon as systemd runs it (docs/systemd.md): the unit file, scripts/install, the notify
 /// protocol over a socket the test owns (`NOTIFY_SOCKET`), signals, and journald logging.
 /// Serialized: one test stops a shared Postgres server.
 @Suite("systemd service", .serialized)
@@ -88,7 +88,7 @@ struct SystemdTests {
         #expect(mode("/etc/region-replicator/credentials") == 0o700)
         #expect(mode("/etc/sysusers.d/region-replicator.conf") == 0o644)
 
-        // The directives CONTRACT §10 and the operators rely on.
+        // The directives docs/systemd.md and the operators rely on.
         let unit = try String(contentsOfFile: root + unitPath, encoding: .utf8)
         var settings: [String: [String]] = [:]
         for line in unit.split(separator: "\n") where !line.hasPrefix("#") && !line.hasPrefix("[") {

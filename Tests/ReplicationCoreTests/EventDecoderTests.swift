@@ -120,8 +120,8 @@ private func expectFailure(_ json: String, _ reason: String, mentioning: String?
         #expect(event == .sessionDeleted(expected))
     }
 
-    @Test func contractTextVerbatim() throws {
-        // The first line of CONTRACT §2, with its elided ids filled in, whitespace as written.
+    @Test func documentedExampleVerbatim() throws {
+        // The first example of docs/events.md, whitespace as written.
         let json = """
         {"type":"message.upserted","event_id":"7b0c","message_id":"5f7e9c52-1b2c-4d3e-8f40-123456789abc","session_id":"sess-42",
          "role":"user","content":"hello","origin_region":"us-east-1",

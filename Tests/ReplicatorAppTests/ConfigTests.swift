@@ -8,8 +8,8 @@ import Testing
 struct ConfigTests {
     static let path = "/etc/region-replicator/config.yaml"
 
-    /// CONTRACT §7's example, with a password in the DSN.
-    static let contractExample = """
+    /// The example of docs/configuration.md, with a password in the DSN.
+    static let documentedExample = """
         kafka:
           brokers: "127.0.0.1:9092"          # comma-separated bootstrap list
           topic: chat.messages
@@ -67,8 +67,8 @@ struct ConfigTests {
 
     // MARK: - Valid files
 
-    @Test func contractExampleParses() throws {
-        let config = try parse(Self.contractExample)
+    @Test func documentedExampleParses() throws {
+        let config = try parse(Self.documentedExample)
         #expect(config.path == Self.path)
         #expect(config.kafka.brokers == "127.0.0.1:9092")
         #expect(config.kafka.topic == "chat.messages")
@@ -552,7 +552,7 @@ struct ManagedKafkaPropertyTests {
         }
     }
 
-    @Test("A SASL_SSL client configuration as in the README is accepted verbatim")
+    @Test("A SASL_SSL client configuration as in docs/security.md is accepted verbatim")
     func saslSSLExampleIsAccepted() throws {
         let config = try ReplicatorConfig.parse(yaml: """
             kafka:

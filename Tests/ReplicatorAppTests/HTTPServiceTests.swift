@@ -7,7 +7,7 @@ import Testing
 
 @testable import ReplicatorApp
 
-/// The HTTP endpoint of CONTRACT §8 on a real socket (127.0.0.1, a free port), rendering a
+/// The HTTP endpoint of docs/metrics.md on a real socket (127.0.0.1, a free port), rendering a
 /// hand-fed ``ReplicationStatus``. Metrics go through the one process-wide Prometheus bootstrap;
 /// every test uses its own region names, so their series never mix.
 @Suite("HTTP endpoint")
@@ -81,7 +81,7 @@ struct HTTPServiceTests {
 
     // MARK: - /lag
 
-    @Test("/lag is the JSON of CONTRACT §8, with figures computed at request time")
+    @Test("/lag is the JSON of docs/metrics.md, with figures computed at request time")
     func lagBody() async throws {
         let (status, a, b) = fedStatus("lag")
         try await withServer(status) { port in
@@ -389,11 +389,12 @@ struct HTTPServiceTests {
 
     @Test("`status` renders the per-region table, with the problems of down regions below it")
     func statusTable() {
+        let sampled = "2026-11-24T10:00:01.000000Z"
         let doc = LagDocument(topic: "chat.messages", kafka: "ok", regions: [
             .init(region: "eu-west-1", up: true, problem: nil, lagEvents: 0, lagSeconds: 0,
-                  replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: nil, partitions: []),
+                  replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: sampled, partitions: []),
             .init(region: "ap-southeast-1", up: false, problem: "database unreachable: connection refused", lagEvents: 12345,
-                  lagSeconds: 73.25, replicatedThrough: "2026-11-24T09:58:46.750000Z", lastApply: nil, lagSampleTimestamp: nil,
+                  lagSeconds: 73.25, replicatedThrough: "2026-11-24T09:58:46.750000Z", lastApply: nil, lagSampleTimestamp: sampled,
                   partitions: []),
         ])
         #expect(Status.render(doc) == """
@@ -402,6 +403,22 @@ struct HTTPServiceTests {
             ap-southeast-1  NO        12345       73.250  2026-11-24T09:58:46.750000Z
 
             ap-southeast-1: database unreachable: connection refused
+
+            """)
+    }
+
+    @Test("`status` shows unknown, not 0, for figures nobody has measured yet")
+    func statusTableUnmeasured() {
+        // What a daemon that never reached Kafka serves: no lag sample, lag 0, replicated through "now".
+        let doc = LagDocument(topic: "chat.messages", kafka: "Local: Broker transport failure", regions: [
+            .init(region: "eu-west-1", up: true, problem: nil, lagEvents: 0, lagSeconds: 0,
+                  replicatedThrough: "2026-11-24T10:00:00.000000Z", lastApply: nil, lagSampleTimestamp: nil, partitions: []),
+        ])
+        #expect(Status.render(doc) == """
+            REGION     UP   LAG EVENTS  LAG SECONDS  REPLICATED THROUGH
+            eu-west-1  yes     unknown      unknown  unknown
+
+            kafka: Local: Broker transport failure
 
             """)
     }

@@ -1,7 +1,7 @@
 import Foundation
 import KafkaClient
 
-/// The reference model of CONTRACT §3 applied to exactly the records a region has committed,
+/// The reference model of the apply rules (docs/events.md) applied to exactly the records a region has committed,
 /// for checking that a batch is never half-applied: after any stop, a region's rows must equal
 /// the model over the records below its stored next offsets, partition by partition.
 ///

@@ -2,7 +2,7 @@ import Foundation
 import PostgresClient
 
 /// A synthetic chat history and the events that describe it, plus an independent reference
-/// model of CONTRACT §3 (written from the contract's words, sharing no code with the daemon).
+/// model of the apply rules (written from the words of docs/events.md, sharing no code with the daemon).
 struct Workload {
     struct Event {
         var json: [String: Any]
@@ -144,7 +144,7 @@ struct Workload {
 
     // MARK: - The reference model
 
-    /// The rows region `target` must hold after applying every event (CONTRACT §3).
+    /// The rows region `target` must hold after applying every event (the apply rules of docs/events.md).
     func expectedRows(in target: String, applyToOrigin: Bool = false) -> [Row] {
         var best: [String: Row] = [:]
         for (key, row) in upserts where applyToOrigin || row.region != target {
