@@ -6,16 +6,14 @@ import PostgresClient
 import ReplicationCore
 import ServiceLifecycle
 
-/// The version printed by `--version`.
-public let replicatorVersion = "0.1.0"
-
 /// `region-replicator`: the root command.
 public struct RegionReplicatorCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "region-replicator",
         abstract: "Replicates chat-history events from one Kafka topic into every region's Postgres.",
         version: replicatorVersion,
-        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self, Verify.self]
+        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self, Verify.self,
+                      Version.self]
     )
 
     public init() {}
