@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+@testable import ReplicationCore
+
+@Suite("ReplicationStatus: lag seconds are computed, never guessed low")
+struct ReplicationStatusTests {
+    let now = 1_800_000_000.0
+
+    func status() -> ReplicationStatus {
+        let s = ReplicationStatus(topic: "t", regions: ["eu"])
+        s.watermarks(region: "eu", [0: 10_000], at: now)
+        return s
+    }
+
+    @Test("A region catching up, the oldest unapplied record not peeked yet: the age of the last applied record, not the time since the last commit")
+    func catchingUpBeforeThePeek() {
+        let s = status()
+        // The pipeline just committed a batch (1 ms ago) whose last record was produced 30 s ago.
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 4_000,
+                                                               lastRecordMs: Int64((now - 30) * 1000))],
+                    at: now - 0.001)
+        let lag = s.snapshot(now: now).regions[0]
+        #expect(lag.lagEvents == 6_000)
+        #expect(lag.lagSeconds >= 29.999 && lag.lagSeconds <= 30.001, "lag_seconds \(lag.lagSeconds)")
+    }
+
+    @Test("Once the oldest unapplied record is peeked, its own timestamp is the figure")
+    func peekedRecordWins() {
+        let s = status()
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 4_000,
+                                                               lastRecordMs: Int64((now - 30) * 1000))],
+                    at: now - 0.001)
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 4_000, timestampMs: Int64((now - 29.5) * 1000))
+        #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 29.5) < 0.001)
+    }
+
+    @Test("Offsets moved back by a restore: the last applied timestamp no longer bounds the lag")
+    func restoreForgetsTheBound() {
+        let s = status()
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 9_000,
+                                                               lastRecordMs: Int64((now - 1) * 1000))],
+                    at: now - 0.5)
+        s.storedOffsetsMoved(region: "eu", [0: 2_000])
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 2_000, timestampMs: Int64((now - 300) * 1000))
+        let lag = s.snapshot(now: now).regions[0]
+        #expect(lag.lagEvents == 8_000)
+        #expect(abs(lag.lagSeconds - 300) < 0.001)
+    }
+
+    @Test("Caught up: 0, whatever timestamps were seen")
+    func caughtUp() {
+        let s = status()
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 10_000,
+                                                               lastRecordMs: Int64((now - 30) * 1000))],
+                    at: now - 10)
+        #expect(s.snapshot(now: now).regions[0].lagSeconds == 0)
+    }
+}
