@@ -107,19 +107,15 @@ public final class RegionPipeline: @unchecked Sendable {
     /// - Throws: ``PipelineError`` on a fatal Kafka error.
     public func run() async throws {
         let result: Result<Void, PipelineError> = await withGracefulShutdownAndCancellation(onStop: { self.requestStop() }) {
-            await withCheckedContinuation { (cont: CheckedContinuation<Result<Void, PipelineError>, Never>) in
-                let thread = Thread {
-                    do {
-                        try self.loop()
-                        cont.resume(returning: .success(()))
-                    } catch let e as PipelineError {
-                        cont.resume(returning: .failure(e))
-                    } catch {
-                        cont.resume(returning: .failure(PipelineError(description: "\(error)")))
-                    }
+            await BlockingThread.run(name: "region-\(settings.region)") { () -> Result<Void, PipelineError> in
+                do {
+                    try self.loop()
+                    return .success(())
+                } catch let e as PipelineError {
+                    return .failure(e)
+                } catch {
+                    return .failure(PipelineError(description: "\(error)"))
                 }
-                thread.name = "region-\(settings.region)"
-                thread.start()
             }
         }
         try result.get()

@@ -139,7 +139,7 @@ struct Migrate: AsyncParsableCommand {
         for r in regions {
             let target = PostgresConnection.describe(r.dsn.value)
             do {
-                try await onBlockingThread {
+                try await BlockingThread.run(name: "migrate") {
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
                     defer { db.close() }
                     try Schema.migrate(db, table: config.apply.table)
@@ -177,7 +177,7 @@ struct CheckConfig: AsyncParsableCommand {
             throw ExitCode.configuration
         }
         var unreachable = false
-        let kafkaStatus: String = await onBlockingThread { [timeout] in
+        let kafkaStatus: String = await BlockingThread.run(name: "check-config") { [timeout] in
             // librdkafka's lines go to the trail (for the root cause) and to the logger at debug.
             let trail = KafkaErrorTrail()
             do {
@@ -196,7 +196,7 @@ struct CheckConfig: AsyncParsableCommand {
         if !kafkaStatus.hasPrefix("ok") { unreachable = true }
         rows.append(("kafka", config.kafka.brokers, kafkaStatus))
         for r in config.regions {
-            let status: String = await onBlockingThread { [timeout] in
+            let status: String = await BlockingThread.run(name: "check-config") { [timeout] in
                 do {
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator check-config",
                                                     connectTimeoutSeconds: timeout, queryTimeout: .seconds(timeout))
@@ -218,18 +218,5 @@ struct CheckConfig: AsyncParsableCommand {
         var table = TextTable(header: ["COMPONENT", "TARGET", "STATUS"])
         for (component, target, status) in rows { table.append([component, target, status]) }
         print(redact(table.rendered), terminator: "")
-    }
-}
-
-/// Runs blocking C calls (libpq, librdkafka) on a fresh thread, off Swift's cooperative pool.
-func onBlockingThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { cont in
-        Thread { cont.resume(with: Result { try body() }) }.start()
-    }
-}
-
-func onBlockingThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { cont in
-        Thread { cont.resume(returning: body()) }.start()
     }
 }
