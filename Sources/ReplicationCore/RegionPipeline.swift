@@ -219,6 +219,8 @@ public final class RegionPipeline: @unchecked Sendable {
             switch result {
             case .record(let r):
                 records.append(r)
+            case .endOfPartition:
+                break  // not enabled for the daemon's consumer
             case .error(let e, let fatal):
                 if fatal { throw PipelineError(description: "region \(settings.region): fatal Kafka error: \(e)") }
                 // librdkafka reports every failed connection attempt; one line per 30 s is enough.
@@ -503,8 +505,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private func ensureConnectedOnce() throws -> PostgresConnection {
         if let db, db.isOpen { return db }
         db = nil
-        let c = try PostgresConnection(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)")
-        try c.execute("SET jit = off; SET work_mem = '32MB'; SET statement_timeout = '60s'")
+        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)")
         let (missing, tables) = try Schema.check(c, table: settings.table)
         if !missing.isEmpty {
             c.close()
@@ -535,11 +536,7 @@ public final class RegionPipeline: @unchecked Sendable {
                                         problem: schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)")
                 heartbeat()
                 logger.warning("region database unavailable, retrying", metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])
-                let until = ContinuousClock.now.advanced(by: delay)
-                while ContinuousClock.now < until && !stopping {
-                    heartbeat()
-                    Thread.sleep(forTimeInterval: min(0.5, max(0.001, (until - ContinuousClock.now).seconds)))
-                }
+                Backoff.wait(delay, slice: .milliseconds(500), stop: { stopping }, tick: heartbeat)
             }
         }
     }
