@@ -293,6 +293,26 @@ public final class KafkaConsumer: @unchecked Sendable {
         try Metadata.partitionCount(handle, topic: topic, timeoutMs: timeoutMs)
     }
 
+    /// The earliest (`at` = ``TopicPartitionOffset/beginning``: the low watermark) or latest
+    /// (`at` = ``TopicPartitionOffset/end``: the high watermark) offset of each partition, in
+    /// one ListOffsets request per partition leader (not one request per partition).
+    /// - Throws: ``KafkaError`` when the request fails or any partition has no answer.
+    public func listOffsets(topic: String, partitions: [Int32], at: Int64, timeoutMs: Int32) throws(KafkaError) -> [Int32: Int64] {
+        guard !partitions.isEmpty else { return [:] }
+        let list = TopicPartitionList(partitions.map { TopicPartitionOffset(topic: topic, partition: $0, offset: at) })
+        let err = rd_kafka_offsets_for_times(handle, list.pointer, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "list offsets of \(topic)") }
+        if let (p, e) = list.errors.first { throw KafkaError(e, context: "list offsets of \(topic)[\(p.partition)]") }
+        var out: [Int32: Int64] = [:]
+        for e in list.entries {
+            guard e.offset >= 0 else {
+                throw KafkaError(code: .timedOut, message: "list offsets of \(topic)[\(e.partition)]: no offset returned")
+            }
+            out[e.partition] = e.offset
+        }
+        return out
+    }
+
     /// The first offset whose timestamp is ≥ `timestampMs` per partition (-1 when none / unknown).
     public func offsetsForTimes(_ query: [TopicPartitionOffset], timeoutMs: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
         let list = TopicPartitionList(query)

@@ -16,6 +16,8 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         public static let timedOut = Code(rawValue: -185)  // RD_KAFKA_RESP_ERR__TIMED_OUT
         /// The topic does not exist.
         public static let unknownTopic = Code(rawValue: 3)  // RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+        /// Another consumer joined the group with the same `group.instance.id` (static membership).
+        public static let fencedInstanceID = Code(rawValue: 82)  // RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID
 
         public var description: String {
             String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(rawValue: rawValue)))

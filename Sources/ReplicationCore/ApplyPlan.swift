@@ -69,9 +69,18 @@ public struct DeadLetter: Sendable {
 ///
 /// Several events of one message (or session) collapse to the one that matters, so that the
 /// multi-row statements never touch a row twice; the collapsed ones are counted as duplicate
-/// (same version) or stale (lower) here, since the database never sees them.
+/// (same version and same content and attributes) or stale (lower version) here, since the
+/// database never sees them.
+///
+/// Versions of one message with the same `version` but different content are not decided here:
+/// the database decides them by ``ContentHash`` (the greater hash wins). The first goes into
+/// ``upserts``, each further one into a later round of ``tieRounds``, applied by a statement of
+/// its own in the same transaction.
 public struct ApplyPlan: Sendable {
     public var upserts: [MessageUpsert] = []
+    /// Further versions of messages already in ``upserts`` with the same `version` and different
+    /// content or attributes: round `r` holds at most one per message, with its Kafka timestamp.
+    public var tieRounds: [[(upsert: MessageUpsert, timestampMs: Int64?)]] = []
     public var messageTombstones: [MessageDeletion] = []
     public var sessionTombstones: [SessionDeletion] = []
     public var deadLetters: [DeadLetter] = []
@@ -86,6 +95,7 @@ public struct ApplyPlan: Sendable {
     /// Builds the plan for `region`.
     public init(records: some Sequence<DecodedRecord>, region: String, applyToOrigin: Bool) {
         var upsertIndex: [UUID: Int] = [:]
+        var ties: [Int: [(upsert: MessageUpsert, timestampMs: Int64?)]] = [:]
         var tombIndex: [UUID: Int] = [:]
         var sessionIndex: [String: Int] = [:]
         for r in records {
@@ -101,9 +111,14 @@ public struct ApplyPlan: Sendable {
                     if u.version > kept.version {
                         upserts[i] = u
                         upsertTimestamps[i] = r.record.timestampMs
+                        decided[.stale] += 1 + (ties[i]?.count ?? 0)
+                        ties[i] = nil
+                    } else if u.version < kept.version {
                         decided[.stale] += 1
+                    } else if kept.sameVersionContent(u) || ties[i, default: []].contains(where: { $0.upsert.sameVersionContent(u) }) {
+                        decided[.duplicate] += 1
                     } else {
-                        decided[u.version == kept.version ? .duplicate : .stale] += 1
+                        ties[i, default: []].append((u, r.record.timestampMs))
                     }
                 } else {
                     upsertIndex[u.messageID] = upserts.count
@@ -142,8 +157,23 @@ public struct ApplyPlan: Sendable {
                 }
             }
         }
+        for i in ties.keys.sorted() {
+            for (round, tie) in ties[i]!.enumerated() {
+                if tieRounds.count <= round { tieRounds.append([]) }
+                tieRounds[round].append(tie)
+            }
+        }
     }
 
     /// The number of events the database must classify.
-    public var pendingCount: Int { upserts.count + messageTombstones.count + sessionTombstones.count }
+    public var pendingCount: Int {
+        upserts.count + tieRounds.reduce(0) { $0 + $1.count } + messageTombstones.count + sessionTombstones.count
+    }
+}
+
+extension MessageUpsert {
+    /// Same content and attributes (as received): a re-delivery of the same version.
+    func sameVersionContent(_ other: MessageUpsert) -> Bool {
+        content == other.content && attributes == other.attributes
+}
 }

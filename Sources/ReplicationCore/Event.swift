@@ -57,9 +57,12 @@ public struct MessageUpsert: Sendable, Hashable {
     public var originRegion: String
     public var createdAt: Timestamp
     public var version: Int64
+    /// The event's optional `attributes`: the JSON object's text exactly as received. Part of
+    /// the message version, like `content`.
+    public var attributes: String?
 
     public init(messageID: UUID, sessionID: String, role: MessageRole, content: String,
-                originRegion: String, createdAt: Timestamp, version: Int64) {
+                originRegion: String, createdAt: Timestamp, version: Int64, attributes: String? = nil) {
         self.messageID = messageID
         self.sessionID = sessionID
         self.role = role
@@ -67,6 +70,7 @@ public struct MessageUpsert: Sendable, Hashable {
         self.originRegion = originRegion
         self.createdAt = createdAt
         self.version = version
+        self.attributes = attributes
     }
 }
 

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Decodes and validates one Kafka record value into an ``Event`` (the format is in docs/events.md).
+/// Decodes and validates one Kafka record value into an ``Event`` (docs/events.md, docs/event.schema.json).
 ///
 /// Every failure is a ``DecodeError`` whose `reason` is one of ``EventDecoder/reasons`` and whose
 /// `message` names the offending field and quotes at most ~40 characters of its value (payloads
@@ -36,13 +36,15 @@ public enum EventDecoder {
         "unknown_role", "invalid_timestamp",
     ]
 
-    /// The event `type` values.
+    /// The event `type` values (docs/events.md).
     public static let eventTypes = ["message.upserted", "message.deleted", "session.deleted"]
 
     /// Maximum size of `session_id` and of the region fields, in UTF-8 bytes.
     public static let maxIdentifierBytes = 256
     /// Maximum size of `content`, in UTF-8 bytes (1 MiB).
     public static let maxContentBytes = 1_048_576
+    /// Maximum size of `attributes`, in bytes of JSON text as received (64 KiB).
+    public static let maxAttributesBytes = 65_536
 
     /// Decodes one Kafka record value; `nil` (a record without a value) is `empty_value`.
     public static func decode(_ value: [UInt8]?) -> Result<Event, DecodeError> {
@@ -103,7 +105,14 @@ public enum EventDecoder {
                               message: "the key \(quote(duplicate)) appears more than once in the top-level object")
         }
 
-        return try Validator(values: envelope.values).event()
+        var values = envelope.values
+        if values[.attributes] == .object {
+            guard let text = value.withUnsafeBufferPointer({ topLevelObjectText(forKey: Field.attributes.rawValue, $0) }) else {
+                throw DecodeError(reason: "invalid_json", message: "field `attributes`: its object could not be delimited")
+            }
+            values[.attributes] = .json(text)
+        }
+        return try Validator(values: values).event()
     }
 
     // MARK: - Capture of the known fields
@@ -123,6 +132,7 @@ public enum EventDecoder {
             case .createdAt: 8
             case .occurredAt: 9
             case .version: 10
+            case .attributes: 11
             }
         }
 
@@ -137,6 +147,7 @@ public enum EventDecoder {
         case createdAt = "created_at"
         case occurredAt = "occurred_at"
         case version
+        case attributes
     }
 
     /// The captured known fields: a fixed slot per field (no hashing per event).
@@ -156,6 +167,8 @@ public enum EventDecoder {
         /// A number that is not an `Int64`; `nil` when not even a finite `Double`.
         case number(Double?)
         case boolean, null, object, array
+        /// A JSON object's text exactly as received (only `attributes` is captured this way).
+        case json(String)
         /// A string or number literal Foundation's parser rejects when it gets to it (it checks
         /// literals lazily): an unescaped control character, an invalid escape, an unpaired
         /// surrogate escape, a number with a leading zero. `detail` names the problem, no payload.
@@ -172,6 +185,7 @@ public enum EventDecoder {
             case .null: "null"
             case .object: "an object"
             case .array: "an array"
+            case .json: "an object"
             }
         }
     }
@@ -255,9 +269,10 @@ public enum EventDecoder {
                 let origin = try identifier(.originRegion, context)
                 let createdAt = try timestamp(.createdAt, context).parsed
                 let version = try version(context)
+                let attributes = try attributes()
                 return .messageUpserted(MessageUpsert(messageID: messageID, sessionID: sessionID, role: role,
                                                       content: content, originRegion: origin,
-                                                      createdAt: createdAt, version: version))
+                                                      createdAt: createdAt, version: version, attributes: attributes))
             case "message.deleted":
                 let context = "(type `message.deleted`)"
                 _ = try eventID(context)
@@ -294,7 +309,11 @@ public enum EventDecoder {
             let role = try role(context)
             let content = try content(context)
             let region = try identifier(.region, context)
-            let (createdAtText, createdAt) = try timestamp(.createdAt, context)
+            let createdAt = try timestamp(.createdAt, context).parsed
+            let attributes = try attributes()
+            // The canonical text, not the text as received: the database's id trigger can only
+            // see the stored instant (`SeedID`).
+            let createdAtText = createdAt.seedIDText
 
             var name: [UInt8] = []
             name.reserveCapacity(sessionID.utf8.count + region.utf8.count + createdAtText.utf8.count
@@ -306,7 +325,37 @@ public enum EventDecoder {
             let messageID = UUIDv5.make(namespace: UUIDv5.urlNamespace, name: name)
             return .messageUpserted(MessageUpsert(messageID: messageID, sessionID: sessionID, role: role,
                                                   content: content, originRegion: region,
-                                                  createdAt: createdAt, version: 1))
+                                                  createdAt: createdAt, version: 1, attributes: attributes))
+        }
+
+        /// `attributes`: optional; a JSON object of at most ``EventDecoder/maxAttributesBytes``
+        /// bytes as received; `null` means none.
+        func attributes() throws(DecodeError) -> String? {
+            guard let value = values[.attributes] else { return nil }
+            switch value {
+            case .null:
+                return nil
+            case .json(let text):
+                let bytes = text.utf8.count
+                if bytes > EventDecoder.maxAttributesBytes {
+                    throw DecodeError(reason: "oversize",
+                                      message: "field `attributes` is \(bytes) bytes of JSON, the limit is \(EventDecoder.maxAttributesBytes) (64 KiB)")
+                }
+                // Foundation checks nested literals lazily: check the whole object now, so that
+                // what reaches the database is JSON that `jsonb` takes.
+                if !((try? JSONSerialization.jsonObject(with: Data(text.utf8))) is [String: Any]) {
+                    throw DecodeError(reason: "invalid_json", message: "field `attributes` is not a well-formed JSON object")
+                }
+                if text.contains("\\u0000") {
+                    throw DecodeError(reason: "invalid_value",
+                                      message: "field `attributes` contains an escaped NUL (\\u0000), which Postgres jsonb cannot store")
+                }
+                return text
+            case .malformed(let detail):
+                throw malformed(.attributes, detail)
+            default:
+                throw DecodeError(reason: "wrong_type", message: "field `attributes` must be a JSON object, got \(value.kind)")
+            }
         }
 
         // MARK: Field rules
@@ -511,8 +560,56 @@ public enum EventDecoder {
     /// The first key that occurs twice in the top-level object of `b`, which must be valid JSON
     /// whose top-level value is an object (the caller has parsed it already).
     static func firstDuplicateTopLevelKey(_ b: UnsafeBufferPointer<UInt8>) -> String? {
-        let doubleQuote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
         var seen = Set<String>()
+        var duplicate: String?
+        forEachTopLevelKey(b) { key, _ in
+            if seen.insert(key).inserted { return true }
+            duplicate = key
+            return false
+        }
+        return duplicate
+    }
+
+    /// The text of the object that is the value of top-level `key` in `b` (valid JSON, a
+    /// top-level object without duplicate keys: the caller has checked).
+    static func topLevelObjectText(forKey key: String, _ b: UnsafeBufferPointer<UInt8>) -> String? {
+        var found: String?
+        forEachTopLevelKey(b) { k, afterKey in
+            guard k == key else { return true }
+            var i = afterKey
+            while i < b.count, b[i] != UInt8(ascii: "{") { i += 1 }  // past the colon and whitespace
+            let start = i
+            var depth = 0
+            while i < b.count {
+                switch b[i] {
+                case UInt8(ascii: "\""):
+                    i += 1
+                    while i < b.count, b[i] != UInt8(ascii: "\"") {
+                        if b[i] == UInt8(ascii: "\\") { i += 1 }
+                        i += 1
+                    }
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 {
+                        found = String(decoding: UnsafeBufferPointer(rebasing: b[start...i]), as: UTF8.self)
+                        return false
+                    }
+                default:
+                    break
+                }
+                i += 1
+            }
+            return false
+        }
+        return found
+    }
+
+    /// Calls `visit` with every key of the top-level object of `b` (valid JSON, unescaped) and the
+    /// offset just past its closing quote, in order, until `visit` returns false.
+    static func forEachTopLevelKey(_ b: UnsafeBufferPointer<UInt8>, _ visit: (String, Int) -> Bool) {
+        let doubleQuote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
         var i = 0
         let n = b.count
         var depth = 0
@@ -532,7 +629,7 @@ public enum EventDecoder {
                 if depth == 1, expectingKey {
                     let raw = UnsafeBufferPointer(rebasing: b[start..<min(i, n)])
                     let key = hasEscape ? unescapeJSONString(raw) : String(decoding: raw, as: UTF8.self)
-                    if !seen.insert(key).inserted { return key }
+                    if !visit(key, i + 1) { return }
                     expectingKey = false
                 }
             case UInt8(ascii: "{"):
@@ -542,7 +639,7 @@ public enum EventDecoder {
                 depth += 1
             case UInt8(ascii: "}"), UInt8(ascii: "]"):
                 depth -= 1
-                if depth == 0 { return nil }
+                if depth == 0 { return }
             case UInt8(ascii: ","):
                 if depth == 1 { expectingKey = true }
             default:
@@ -550,7 +647,6 @@ public enum EventDecoder {
             }
             i += 1
         }
-        return nil
     }
 
     /// `JSONDecoder`'s nesting limit.

@@ -8,10 +8,15 @@ import Synchronization
 /// Measures one region's lag on its own thread, independent of its pipeline (so a stuck or
 /// retrying pipeline still has true, growing figures):
 ///
-/// every `interval`: the topic's high watermarks (from the broker), the region's stored next
-/// offsets (from its database — which is also the `region_up` probe; Kafka's committed offsets
-/// for the region's group stand in when the database has never answered), and the Kafka
-/// timestamp of the oldest unapplied record of each lagging partition (read once per offset).
+/// every `interval`: the topic's partitions and watermarks (from the broker, through the
+/// ``TopicWatermarks`` every region's monitor shares), the region's stored next offsets (from
+/// its database — which is also the `region_up` probe; Kafka's committed offsets for the
+/// region's group stand in when the database has never answered), and the Kafka timestamp of
+/// the oldest unapplied record of each lagging partition (read once per offset).
+///
+/// A stored next offset below a partition's low watermark means retention deleted records the
+/// region never applied: the gap is reported (`expired_events` in `/lag`, a metric, a warning),
+/// never passed over in silence.
 public final class LagMonitor: Service, @unchecked Sendable {
     // @unchecked Sendable: mutable state is confined to the monitor thread; `stop` is atomic.
     public let settings: PipelineSettings
@@ -22,16 +27,25 @@ public final class LagMonitor: Service, @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
 
     private var db: PostgresConnection?
+    private let watermarks: TopicWatermarks
+    /// Group-less consumer reading the oldest unapplied records.
     private var consumer: KafkaConsumer?
+    /// Consumer of the region's group, reading its committed offsets while the database has
+    /// never answered (made once, not once per sample).
+    private var groupConsumer: KafkaConsumer?
     private var partitions: Int?
     /// Low watermarks of the last sample: where retention has moved each partition's start.
     private var low: [Int32: Int64] = [:]
     private var databaseEverRead = false
     private var lastKafkaWarning: ContinuousClock.Instant?
+    /// Expired (deleted before applied) records per partition, as last logged.
+    private var expiredLogged: [Int32: Int64] = [:]
 
-    public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger,
-                interval: Duration = .milliseconds(500)) {
+    /// - Parameter watermarks: the topic's watermarks, shared by every region's monitor.
+    public init(settings: PipelineSettings, watermarks: TopicWatermarks, status: ReplicationStatus, metrics: RegionMetrics,
+                logger: Logger, interval: Duration = .milliseconds(500)) {
         self.settings = settings
+        self.watermarks = watermarks
         self.status = status
         self.metrics = metrics
         var logger = logger
@@ -59,13 +73,16 @@ public final class LagMonitor: Service, @unchecked Sendable {
     private func loop() {
         defer {
             consumer?.close()
+            groupConsumer?.close()
             db?.close()
         }
         while !stopping {
             let started = ContinuousClock.now
             status.heartbeat(region: settings.region, loop: "lag-monitor", timeout: .seconds(30))
             refresh()
-            metrics.publish(status.snapshot().regions.first { $0.region == settings.region }!)
+            let region = status.snapshot().regions.first { $0.region == settings.region }!
+            metrics.publish(region)
+            logExpired(region)
             let next = started.advanced(by: interval)
             while ContinuousClock.now < next && !stopping { Thread.sleep(forTimeInterval: 0.05) }
         }
@@ -89,15 +106,10 @@ public final class LagMonitor: Service, @unchecked Sendable {
 
     private func readWatermarks() {
         do {
-            let c = try kafka()
-            if partitions == nil { partitions = try c.partitionCount(topic: settings.topic, timeoutMs: 2000) }
-            var high: [Int32: Int64] = [:]
-            for p in 0..<Int32(partitions!) {
-                let marks = try c.queryWatermarks(topic: settings.topic, partition: p, timeoutMs: 1000)
-                high[p] = marks.high
-                low[p] = marks.low
-            }
-            status.watermarks(region: settings.region, high, at: Date().timeIntervalSince1970)
+            let sample = try watermarks.sample()
+            partitions = sample.high.count
+            low = sample.low
+            status.watermarks(region: settings.region, sample.high, low: sample.low, at: sample.at)
         } catch {
             status.kafkaFailed(region: settings.region, problem: "\(error)")
             let now = ContinuousClock.now
@@ -126,14 +138,22 @@ public final class LagMonitor: Service, @unchecked Sendable {
                 if row[2] == "t" { readOnly = true }
                 if let p = row[0].flatMap({ Int32($0) }), let n = row[1].flatMap({ Int64($0) }) { next[p] = n }
             }
-            databaseEverRead = true
+            if !databaseEverRead {
+                databaseEverRead = true
+                groupConsumer?.close()
+                groupConsumer = nil
+            }
             status.storedOffsets(region: settings.region, next, problem: readOnly ? "database is read-only (in recovery)" : nil)
         } catch {
             db?.close()
             db = nil
             var fallback: [Int32: Int64]? = nil
             if !databaseEverRead, let parts = partitions {
-                fallback = try? committedInKafka(partitions: parts)
+                do {
+                    fallback = try committedInKafka(partitions: parts)
+                } catch {
+                    logger.debug("cannot read the group's committed offsets", metadata: ["error": "\(error)"])
+                }
             }
             status.storedOffsets(region: settings.region, fallback, problem: "database unreachable: \(error)")
         }
@@ -141,14 +161,33 @@ public final class LagMonitor: Service, @unchecked Sendable {
 
     /// The offsets the region's pipeline last committed to Kafka (after its database commits).
     private func committedInKafka(partitions: Int) throws -> [Int32: Int64] {
-        var conf = settings.kafka
-        conf.set("socket.timeout.ms", "3000")
-        let c = try KafkaConsumer(configuration: conf, groupID: settings.consumerGroup)
-        defer { c.close() }
+        let c: KafkaConsumer
+        if let groupConsumer {
+            c = groupConsumer
+        } else {
+            var conf = settings.kafka
+            conf.set("socket.timeout.ms", "3000")
+            c = try KafkaConsumer(configuration: conf, groupID: settings.consumerGroup)
+            groupConsumer = c
+        }
         let list = (0..<Int32(partitions)).map { TopicPartitionOffset(topic: settings.topic, partition: $0, offset: 0) }
         var out: [Int32: Int64] = [:]
         for e in try c.committed(list, timeoutMs: 2000) where e.offset >= 0 { out[e.partition] = e.offset }
         return out
+    }
+
+    /// Warns when retention deleted records of a partition before this region applied them
+    /// (again when the gap grows; the pipeline counts them as it passes the gap).
+    private func logExpired(_ region: RegionLag) {
+        for p in region.partitions {
+            let logged = expiredLogged[p.partition] ?? 0
+            if p.expiredEvents > logged {
+                logger.warning("records deleted by retention before this region applied them", metadata: [
+                    "partition": "\(p.partition)", "next_offset": "\(p.nextOffset)", "low_watermark": "\(p.lowWatermark)",
+                    "expired_events": "\(p.expiredEvents)"])
+            }
+            expiredLogged[p.partition] = p.expiredEvents
+        }
     }
 
     private func readOldestUnapplied() {

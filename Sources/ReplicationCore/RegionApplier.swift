@@ -38,16 +38,19 @@ public final class RegionApplier: @unchecked Sendable {
     public let region: String
     public let table: TableName
     public let applyToOrigin: Bool
+    public let columns: MessageColumns
     /// The bookkeeping tables every statement names (schema-qualified once resolved).
     public let tables: BookkeepingTables
     private let sql: Statements
 
-    public init(region: String, table: TableName, applyToOrigin: Bool, tables: BookkeepingTables = .unqualified) {
+    public init(region: String, table: TableName, applyToOrigin: Bool, tables: BookkeepingTables = .unqualified,
+                columns: MessageColumns = .standard) {
         self.region = region
         self.table = table
         self.applyToOrigin = applyToOrigin
         self.tables = tables
-        self.sql = Statements(table: table, tables: tables)
+        self.columns = columns
+        self.sql = Statements(table: table, tables: tables, columns: columns)
     }
 
     /// Applies `records` and stores `progress` for `consumerGroup`, all in one transaction.
@@ -256,30 +259,40 @@ public final class RegionApplier: @unchecked Sendable {
                              total: d.count, timestamps: plan.messageTombstoneTimestamps))
         }
         if !plan.upserts.isEmpty {
-            let u = plan.upserts
-            let contentBytes = u.reduce(0) { $0 + $1.content.utf8.count + 4 }
-            var ids = PostgresBinaryArray(.uuid, reservingBytes: 20 * u.count)
-            var sessions = PostgresBinaryArray(.text, reservingBytes: 24 * u.count)
-            var roles = PostgresBinaryArray(.text, reservingBytes: 14 * u.count)
-            var contents = PostgresBinaryArray(.text, reservingBytes: contentBytes)
-            var regions = PostgresBinaryArray(.text, reservingBytes: 20 * u.count)
-            var created = PostgresBinaryArray(.timestamptz, reservingBytes: 12 * u.count)
-            var versions = PostgresBinaryArray(.int8, reservingBytes: 12 * u.count)
-            for x in u {
-                ids.append(uuid: x.messageID)
-                sessions.append(text: x.sessionID)
-                roles.append(text: x.role.rawValue)
-                contents.append(text: x.content)
-                regions.append(text: x.originRegion)
-                created.append(timestamptzMicroseconds: x.createdAt.microseconds)
-                versions.append(int8: x.version)
-            }
-            work.append(Work(statement: PostgresStatement(sql.upserts, [
-                ids.parameter, sessions.parameter, roles.parameter, contents.parameter,
-                regions.parameter, created.parameter, versions.parameter,
-            ]), total: u.count, timestamps: plan.upsertTimestamps))
+            work.append(upsertWork(plan.upserts, timestamps: plan.upsertTimestamps))
+        }
+        // Equal versions with different content: one statement per round, after the first, so
+        // that the database's tie-break (`ContentHash`) decides, never the arrival order.
+        for round in plan.tieRounds {
+            work.append(upsertWork(round.map(\.upsert), timestamps: round.map(\.timestampMs)))
         }
         return work
+    }
+
+    private func upsertWork(_ u: [MessageUpsert], timestamps: [Int64?]) -> Work {
+        let contentBytes = u.reduce(0) { $0 + $1.content.utf8.count + 4 }
+        var ids = PostgresBinaryArray(.uuid, reservingBytes: 20 * u.count)
+        var sessions = PostgresBinaryArray(.text, reservingBytes: 24 * u.count)
+        var roles = PostgresBinaryArray(.text, reservingBytes: 14 * u.count)
+        var contents = PostgresBinaryArray(.text, reservingBytes: contentBytes)
+        var regions = PostgresBinaryArray(.text, reservingBytes: 20 * u.count)
+        var created = PostgresBinaryArray(.timestamptz, reservingBytes: 12 * u.count)
+        var versions = PostgresBinaryArray(.int8, reservingBytes: 12 * u.count)
+        var attributes = PostgresBinaryArray(.text, reservingBytes: 4 * u.count)
+        for x in u {
+            ids.append(uuid: x.messageID)
+            sessions.append(text: x.sessionID)
+            roles.append(text: x.role.rawValue)
+            contents.append(text: x.content)
+            regions.append(text: x.originRegion)
+            created.append(timestamptzMicroseconds: x.createdAt.microseconds)
+            versions.append(int8: x.version)
+            if let a = x.attributes, columns.attributes != nil { attributes.append(text: a) } else { attributes.appendNull() }
+        }
+        return Work(statement: PostgresStatement(sql.upserts, [
+            ids.parameter, sessions.parameter, roles.parameter, contents.parameter,
+            regions.parameter, created.parameter, versions.parameter, attributes.parameter,
+        ]), total: u.count, timestamps: timestamps)
     }
 
     private func deadLetterStatement(_ dead: [DeadLetter]) -> PostgresStatement? {
@@ -336,8 +349,10 @@ struct Statements {
     let offsets: String
     let offsetCheck: String
 
-    init(table: TableName, tables b: BookkeepingTables) {
+    init(table: TableName, tables b: BookkeepingTables, columns c: MessageColumns) {
         let t = table.quoted
+        let q = MessageColumns.quote
+        let id = q(c.messageID), session = q(c.sessionID), created = q(c.createdAt), version = q(c.version)
         lock = "SELECT pg_advisory_xact_lock(hashtext('region-replicator apply ' || $$\(table.description)$$))"
         // Applied = the tombstone moved forward; the delete removes what it covers either way.
         sessionTombstones = """
@@ -347,7 +362,7 @@ struct Statements {
                   ON CONFLICT (session_id) DO UPDATE SET deleted_at = excluded.deleted_at
                   WHERE t.deleted_at < excluded.deleted_at
                   RETURNING t.session_id),
-            d AS (DELETE FROM \(t) m USING s WHERE m.session_id = s.session_id AND m.created_at <= s.deleted_at
+            d AS (DELETE FROM \(t) m USING s WHERE m.\(session) = s.session_id AND m.\(created) <= s.deleted_at
                   RETURNING 1)
             SELECT (SELECT count(*) FROM t),
                    (SELECT count(*) FROM s JOIN \(b.sessionTombstones) o
@@ -364,34 +379,56 @@ struct Statements {
                   SET version = excluded.version, session_id = excluded.session_id, deleted_at = excluded.deleted_at
                   WHERE t.version < excluded.version
                   RETURNING t.message_id),
-            x AS (DELETE FROM \(t) m USING d WHERE m.message_id = d.message_id AND m.version <= d.version
+            x AS (DELETE FROM \(t) m USING d WHERE m.\(id) = d.message_id AND m.\(version) <= d.version
                   RETURNING 1)
             SELECT (SELECT count(*) FROM t),
                    (SELECT count(*) FROM d JOIN \(b.messageTombstones) o
                       ON o.message_id = d.message_id AND o.version = d.version),
                    (SELECT string_agg(d.i::text, ',') FROM t JOIN d USING (message_id))
             """
-        // The NOT EXISTS pre-checks skip duplicates, stale versions and tombstoned messages
-        // without taking a row lock; ON CONFLICT … WHERE keeps the version guard under races.
+        // The NOT EXISTS pre-checks skip duplicates, stale versions, lost tie-breaks and
+        // tombstoned messages without taking a row lock; ON CONFLICT … WHERE keeps the version
+        // guard under races. Equal versions: the greater `ContentHash` wins.
+        let attributes = c.attributes.map(q)
+        func hash(_ row: String, attributes rowAttributes: String?) -> String {
+            ContentHash.sql(content: "\(row).\(q(c.content))", attributes: rowAttributes)
+        }
+        let existing = hash("e", attributes: attributes.map { "e.\($0)" })
+        let incoming = ContentHash.sql(content: "u.content", attributes: attributes.map { _ in "u.attributes::jsonb" })
+        let stored = hash("m", attributes: attributes.map { "m.\($0)" })
+        let excluded = hash("excluded", attributes: attributes.map { "excluded.\($0)" })
+        var insertColumns = [c.messageID, c.sessionID, c.role, c.content, c.region, c.createdAt, c.version].map(q)
+        var values = ["u.message_id", "u.session_id", "u.role", "u.content", "u.region", "u.created_at", "u.version"]
+        var updates = insertColumns.dropFirst().map { "\($0) = excluded.\($0)" }
+        if let attributes {
+            insertColumns.append(attributes)
+            values.append("u.attributes::jsonb")
+            updates.append("\(attributes) = excluded.\(attributes)")
+        }
+        if let r = c.replicatedAt.map(q) {
+            insertColumns.append(r)
+            values.append("now()")
+            updates.append("\(r) = now()")
+        }
         upserts = """
             WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                           $6::timestamptz[], $7::bigint[]) WITH ORDINALITY
-                       AS u(message_id, session_id, role, content, region, created_at, version, i)),
-            ins AS (INSERT INTO \(t) AS m (message_id, session_id, role, content, region, created_at, version)
-                    SELECT u.message_id, u.session_id, u.role, u.content, u.region, u.created_at, u.version FROM u
-                    WHERE NOT EXISTS (SELECT 1 FROM \(t) e WHERE e.message_id = u.message_id AND e.version >= u.version)
+                                           $6::timestamptz[], $7::bigint[], $8::text[]) WITH ORDINALITY
+                       AS u(message_id, session_id, role, content, region, created_at, version, attributes, i)),
+            ins AS (INSERT INTO \(t) AS m (\(insertColumns.joined(separator: ", ")))
+                    SELECT \(values.joined(separator: ", ")) FROM u
+                    WHERE NOT EXISTS (SELECT 1 FROM \(t) e WHERE e.\(id) = u.message_id
+                                      AND (e.\(version) > u.version OR (e.\(version) = u.version AND \(existing) >= \(incoming))))
                       AND NOT EXISTS (SELECT 1 FROM \(b.messageTombstones) mt
                                       WHERE mt.message_id = u.message_id AND mt.version >= u.version)
                       AND NOT EXISTS (SELECT 1 FROM \(b.sessionTombstones) st
                                       WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
-                    ON CONFLICT (message_id) DO UPDATE
-                    SET session_id = excluded.session_id, role = excluded.role, content = excluded.content,
-                        region = excluded.region, created_at = excluded.created_at, version = excluded.version,
-                        replicated_at = now()
-                    WHERE m.version < excluded.version
-                    RETURNING m.message_id)
+                    ON CONFLICT (\(id)) DO UPDATE
+                    SET \(updates.joined(separator: ", "))
+                    WHERE m.\(version) < excluded.\(version) OR (m.\(version) = excluded.\(version) AND \(excluded) > \(stored))
+                    RETURNING m.\(id) AS message_id)
             SELECT (SELECT count(*) FROM ins),
-                   (SELECT count(*) FROM u JOIN \(t) e ON e.message_id = u.message_id AND e.version = u.version),
+                   (SELECT count(*) FROM u JOIN \(t) e ON e.\(id) = u.message_id AND e.\(version) = u.version
+                                                      AND \(existing) = \(incoming)),
                    (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id))
             """
         deadLetters = """

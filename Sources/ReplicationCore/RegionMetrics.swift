@@ -7,6 +7,7 @@ public enum MetricName {
     public static let lagEvents = "region_replicator_lag_events"
     public static let partitionLagEvents = "region_replicator_partition_lag_events"
     public static let lagSeconds = "region_replicator_lag_seconds"
+    public static let expiredEvents = "region_replicator_expired_events"
     public static let replicatedThrough = "region_replicator_replicated_through_timestamp_seconds"
     public static let applyLatency = "region_replicator_apply_latency_seconds"
     public static let eventsTotal = "region_replicator_events_total"
@@ -30,6 +31,7 @@ public final class RegionMetrics: Sendable {
     private let retries: Counter
     private let lagEvents: Gauge
     private let lagSeconds: Gauge
+    private let expiredEvents: Gauge
     private let replicatedThrough: Gauge
     private let sampleTimestamp: Gauge
     private let partitionGauges = Mutex<[Int32: Gauge]>([:])
@@ -47,10 +49,11 @@ public final class RegionMetrics: Sendable {
         retries = Counter(label: MetricName.applyRetries, dimensions: dims)
         lagEvents = Gauge(label: MetricName.lagEvents, dimensions: dims)
         lagSeconds = Gauge(label: MetricName.lagSeconds, dimensions: dims)
+        expiredEvents = Gauge(label: MetricName.expiredEvents, dimensions: dims)
         replicatedThrough = Gauge(label: MetricName.replicatedThrough, dimensions: dims)
         sampleTimestamp = Gauge(label: MetricName.lagSampleTimestamp, dimensions: dims)
         for o in ApplyOutcome.allCases { outcomes[o]!.increment(by: 0) }
-        for g in [regionUp, lastApply, lagEvents, lagSeconds, replicatedThrough, sampleTimestamp] { g.record(0) }
+        for g in [regionUp, lastApply, lagEvents, lagSeconds, expiredEvents, replicatedThrough, sampleTimestamp] { g.record(0) }
         retries.increment(by: 0)
     }
 
@@ -74,6 +77,7 @@ public final class RegionMetrics: Sendable {
         regionUp.record(r.up ? 1 : 0)
         lagEvents.record(Double(r.lagEvents))
         lagSeconds.record(r.lagSeconds)
+        expiredEvents.record(Double(r.expiredEvents))
         replicatedThrough.record(r.replicatedThrough)
         if let s = r.sampledAt { sampleTimestamp.record(s) }
         if let l = r.lastApply { lastApply.record(l) }

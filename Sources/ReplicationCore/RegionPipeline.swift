@@ -18,10 +18,20 @@ public struct PipelineSettings: Sendable {
     public var maxBatchDelay: Duration
     /// Most record key + value bytes in one apply transaction.
     public var maxBatchBytes: Int
+    /// Static group membership: this region consumer's `group.instance.id` (nil: dynamic).
+    public var groupInstanceID: String?
+
+    /// librdkafka properties of each region's consumer that differ from librdkafka's defaults;
+    /// `kafka.properties` overrides them. A dead member (a SIGKILLed instance) holds its
+    /// partitions until its session times out: 10 s instead of librdkafka's 45 s.
+    public static let consumerDefaults: [(String, String)] = [("session.timeout.ms", "10000")]
+
+    /// Event field → column of ``table``.
+    public var columns: MessageColumns = .standard
 
     public init(region: String, conninfo: String, kafka: KafkaConfiguration, topic: String, consumerGroup: String,
                 table: TableName, applyToOrigin: Bool, maxBatchEvents: Int, maxBatchDelay: Duration,
-                maxBatchBytes: Int = 8 << 20) {
+                maxBatchBytes: Int = 8 << 20, groupInstanceID: String? = nil) {
         self.region = region
         self.conninfo = conninfo
         self.kafka = kafka
@@ -32,12 +42,40 @@ public struct PipelineSettings: Sendable {
         self.maxBatchEvents = maxBatchEvents
         self.maxBatchDelay = maxBatchDelay
         self.maxBatchBytes = maxBatchBytes
+        self.groupInstanceID = groupInstanceID
+    }
+
+    /// The properties of the region's group consumer: ``consumerDefaults``, then the user's,
+    /// then `group.instance.id`.
+    public var consumerConfiguration: KafkaConfiguration {
+        var conf = KafkaConfiguration(Self.consumerDefaults)
+        for (k, v) in kafka.properties { conf.set(k, v) }
+        if let groupInstanceID { conf.set("group.instance.id", groupInstanceID) }
+        return conf
     }
 }
 
 /// A fatal condition that stops the daemon (Kafka fatal error; never a database outage).
 public struct PipelineError: Error, CustomStringConvertible {
     public var description: String
+    /// The configuration is at fault (restarting cannot help): the daemon exits 78.
+    public var isConfigurationProblem = false
+
+    public init(description: String, isConfigurationProblem: Bool = false) {
+        self.description = description
+        self.isConfigurationProblem = isConfigurationProblem
+    }
+
+    /// A fatal error of `region`'s consumer. The broker fencing a static member means another
+    /// running instance has the same `kafka.group_instance_id`: a configuration error.
+    public static func fatalKafka(_ error: KafkaError, region: String, groupInstanceID: String?) -> PipelineError {
+        if error.code == .fencedInstanceID {
+            return PipelineError(description: "region \(region): the broker fenced this consumer (group.instance.id \(groupInstanceID ?? "?")): "
+                + "another running instance has the same kafka.group_instance_id; give every instance its own (\(error))",
+                isConfigurationProblem: true)
+        }
+        return PipelineError(description: "region \(region): fatal Kafka error: \(error)")
+    }
 }
 
 /// One region's replication pipeline: its own consumer (group `<prefix>.<region>`), its own
@@ -90,7 +128,8 @@ public final class RegionPipeline: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
         self.logger = logger
-        self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin)
+        self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin,
+                                     columns: settings.columns)
         self.chunkLimit = settings.maxBatchEvents
     }
 
@@ -152,7 +191,7 @@ public final class RegionPipeline: @unchecked Sendable {
             // New partitions are paused inside the rebalance callback; their start positions
             // are read from the region's database in the loop (no I/O in the callback).
             return try KafkaConsumer(
-                configuration: settings.kafka, groupID: settings.consumerGroup,
+                configuration: settings.consumerConfiguration, groupID: settings.consumerGroup,
                 rebalance: { [unowned self] event in self.rebalanced(event) },
                 pauseAssigned: true,
                 log: { level, facility, message in
@@ -222,7 +261,7 @@ public final class RegionPipeline: @unchecked Sendable {
             case .endOfPartition:
                 break  // not enabled for the daemon's consumer
             case .error(let e, let fatal):
-                if fatal { throw PipelineError(description: "region \(settings.region): fatal Kafka error: \(e)") }
+                if fatal { throw PipelineError.fatalKafka(e, region: settings.region, groupInstanceID: settings.groupInstanceID) }
                 // librdkafka reports every failed connection attempt; one line per 30 s is enough.
                 let now = ContinuousClock.now
                 if lastKafkaWarning.map({ now - $0 >= .seconds(30) }) ?? true {
@@ -511,8 +550,15 @@ public final class RegionPipeline: @unchecked Sendable {
             c.close()
             throw PipelineError(description: "region \(settings.region) is not migrated (missing: \(missing.joined(separator: ", "))); run `region-replicator migrate`")
         }
+        // The messages table itself: mapped columns, types, the unique index on the id column.
+        let problems = try Schema.inspect(c, table: settings.table, columns: settings.columns)
+        if !problems.isEmpty {
+            c.close()
+            throw PipelineError(description: "region \(settings.region) cannot be applied to: \(problems.map(\.description).joined(separator: " "))")
+        }
         if tables != applier.tables {
-            applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin, tables: tables)
+            applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin, tables: tables,
+                                    columns: settings.columns)
         }
         db = c
         status.pipelineDatabase(region: settings.region, connected: true, problem: nil)

@@ -25,6 +25,8 @@ public struct ReplayRequest: Sendable {
     public var kafka: KafkaConfiguration
     public var topic: String
     public var table: TableName
+    /// Event field → column of ``table``.
+    public var columns: MessageColumns = .standard
     public var applyToOrigin: Bool
     public var maxBatchEvents: Int
     public var from: ReplayBound

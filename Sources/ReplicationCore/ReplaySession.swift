@@ -10,12 +10,13 @@ struct ReplaySession {
 
     init(request: ReplayRequest) throws(ReplayError) {
         self.request = request
-        self.applier = RegionApplier(region: request.region, table: request.table, applyToOrigin: request.applyToOrigin)
+        self.applier = RegionApplier(region: request.region, table: request.table, applyToOrigin: request.applyToOrigin,
+                                     columns: request.columns)
         do {
             let c = try Self.connect(request)
             let (missing, tables) = try Schema.check(c, table: request.table)
             applier = RegionApplier(region: request.region, table: request.table, applyToOrigin: request.applyToOrigin,
-                                    tables: tables)
+                                    tables: tables, columns: request.columns)
             if !missing.isEmpty {
                 c.close()
                 throw ReplayError(.failed, "region \(request.region) is not migrated (missing: \(missing.joined(separator: ", "))): run `region-replicator migrate --region \(request.region)`")
@@ -67,7 +68,7 @@ struct ReplaySession {
                 """)
             let s = PostgresArray.text(sessions)
             let m = PostgresArray.text(messages)
-            try db.query("INSERT INTO pg_temp.rr_dry_run_messages SELECT * FROM \(table) WHERE session_id = ANY($1::text[]) OR message_id = ANY($2::uuid[])", [s, m])
+            try db.query("INSERT INTO pg_temp.rr_dry_run_messages SELECT * FROM \(table) WHERE \(MessageColumns.quote(request.columns.sessionID)) = ANY($1::text[]) OR \(MessageColumns.quote(request.columns.messageID)) = ANY($2::uuid[])", [s, m])
             try db.query("INSERT INTO pg_temp.replicator_message_tombstones SELECT * FROM \(mt) WHERE session_id = ANY($1::text[]) OR message_id = ANY($2::uuid[])", [s, m])
             try db.query("INSERT INTO pg_temp.replicator_session_tombstones SELECT * FROM \(st) WHERE session_id = ANY($1::text[])", [s])
         } catch {
@@ -76,7 +77,7 @@ struct ReplaySession {
         }
         do {
             applier = RegionApplier(region: request.region, table: try TableName(validating: "pg_temp.rr_dry_run_messages"),
-                                    applyToOrigin: request.applyToOrigin, tables: .inSchema("pg_temp"))
+                                    applyToOrigin: request.applyToOrigin, tables: .inSchema("pg_temp"), columns: request.columns)
         } catch {
             throw ReplayError(.failed, "\(error)")
         }

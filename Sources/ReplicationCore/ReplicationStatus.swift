@@ -9,12 +9,41 @@ public struct PartitionLag: Sendable, Hashable, Codable {
     public var highWatermark: Int64
     /// max(0, highWatermark − nextOffset).
     public var lagEvents: Int64
+    /// The first offset the broker still holds (retention deleted the records below it).
+    public var lowWatermark: Int64 = 0
+    /// max(0, lowWatermark − nextOffset): records retention deleted before the region applied
+    /// them. They can never be applied; the pipeline passes over them (and counts them) when
+    /// it reaches the gap.
+    public var expiredEvents: Int64 = 0
+
+    public init(partition: Int32, nextOffset: Int64, highWatermark: Int64, lagEvents: Int64,
+                lowWatermark: Int64 = 0, expiredEvents: Int64 = 0) {
+        self.partition = partition
+        self.nextOffset = nextOffset
+        self.highWatermark = highWatermark
+        self.lagEvents = lagEvents
+        self.lowWatermark = lowWatermark
+        self.expiredEvents = expiredEvents
+    }
 
     enum CodingKeys: String, CodingKey {
         case partition
         case nextOffset = "next_offset"
         case highWatermark = "high_watermark"
         case lagEvents = "lag_events"
+        case lowWatermark = "low_watermark"
+        case expiredEvents = "expired_events"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        partition = try c.decode(Int32.self, forKey: .partition)
+        nextOffset = try c.decode(Int64.self, forKey: .nextOffset)
+        highWatermark = try c.decode(Int64.self, forKey: .highWatermark)
+        lagEvents = try c.decode(Int64.self, forKey: .lagEvents)
+        // Absent in the `/lag` of older daemons.
+        lowWatermark = try c.decodeIfPresent(Int64.self, forKey: .lowWatermark) ?? 0
+        expiredEvents = try c.decodeIfPresent(Int64.self, forKey: .expiredEvents) ?? 0
     }
 }
 
@@ -26,6 +55,9 @@ public struct RegionLag: Sendable, Hashable {
     /// Why the region is not up (no secrets), nil when up.
     public var problem: String?
     public var lagEvents: Int64
+    /// Σ over partitions of `expiredEvents`: records deleted by retention before the region
+    /// applied them (part of `lagEvents`, but they will never be applied).
+    public var expiredEvents: Int64 = 0
     /// Age of the oldest produced-but-unapplied event; 0 when caught up.
     public var lagSeconds: Double
     /// Unix time T: every event with a Kafka timestamp ≤ T is applied (= now − lagSeconds).
@@ -68,6 +100,7 @@ public final class ReplicationStatus: Sendable {
         var monitorDatabase: String? = "not checked yet"
         var next: [Int32: Int64] = [:]
         var high: [Int32: Int64] = [:]
+        var low: [Int32: Int64] = [:]
         var sampledAt: Double? = nil
         var kafkaProblem: String? = nil
         /// Kafka timestamp (ms) of the record at `next[p]`, when known: (offset, ms).
@@ -162,11 +195,12 @@ public final class ReplicationStatus: Sendable {
         }
     }
 
-    /// Fresh high watermarks for the topic, as read for `region`'s figures.
-    public func watermarks(region: String, _ high: [Int32: Int64], at unix: Double) {
+    /// Fresh watermarks of the topic (every partition), as read for `region`'s figures.
+    public func watermarks(region: String, _ high: [Int32: Int64], low: [Int32: Int64] = [:], at unix: Double) {
         kafkaReachable.store(true, ordering: .relaxed)
         update(region) { r in
             r.high = high
+            r.low = low
             r.sampledAt = unix
             r.kafkaProblem = nil
         }
@@ -219,12 +253,17 @@ public final class ReplicationStatus: Sendable {
                 if let p = r.kafkaProblem { kafkaProblem = p }
                 var parts: [PartitionLag] = []
                 var lagEvents: Int64 = 0
+                var expiredEvents: Int64 = 0
                 var oldestMs: Int64? = nil
                 for (p, h) in r.high.sorted(by: { $0.key < $1.key }) {
                     let n = r.next[p] ?? 0
                     let lag = max(0, h - n)
                     lagEvents += lag
-                    parts.append(PartitionLag(partition: p, nextOffset: n, highWatermark: h, lagEvents: lag))
+                    let low = r.low[p] ?? 0
+                    let expired = max(0, min(low, h) - n)
+                    expiredEvents += expired
+                    parts.append(PartitionLag(partition: p, nextOffset: n, highWatermark: h, lagEvents: lag,
+                                              lowWatermark: low, expiredEvents: expired))
                     if lag > 0, let o = r.oldest[p], o.offset == n { oldestMs = min(oldestMs ?? o.ms, o.ms) }
                 }
                 var lagSeconds = 0.0
@@ -236,7 +275,7 @@ public final class ReplicationStatus: Sendable {
                 }
                 let problem = r.monitorDatabase ?? r.pipelineFailing
                 return RegionLag(region: name, up: problem == nil && r.pipelineConnected, problem: problem,
-                                 lagEvents: lagEvents, lagSeconds: lagSeconds, replicatedThrough: now - lagSeconds,
+                                 lagEvents: lagEvents, expiredEvents: expiredEvents, lagSeconds: lagSeconds, replicatedThrough: now - lagSeconds,
                                  lastApply: r.lastApply, sampledAt: r.sampledAt, partitions: parts,
                                  assignedPartitions: r.assigned.sorted(), gone: r.gone)
             }

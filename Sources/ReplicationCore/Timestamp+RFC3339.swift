@@ -81,6 +81,16 @@ extension Timestamp {
         return out
     }
 
+    /// The canonical text of a seed-style event's `created_at` in its id derivation: UTC, no
+    /// offset, `T` separator, always six fraction digits, e.g. `2026-11-24T10:00:00.123456` —
+    /// what Python's `datetime.utcnow().isoformat()` writes whenever the microsecond is not 0.
+    /// The database's id trigger produces the same text (``SeedID/createdAtTextSQL(_:)``).
+    public var seedIDText: String {
+        var out = rfc3339
+        out.removeLast()  // the "Z"
+        return out
+    }
+
     /// Seconds since the Unix epoch, rounded to the nearest microsecond. Non-finite or
     /// out-of-range input is clamped (NaN gives the epoch) rather than trapping.
     public static func fromSeconds(_ s: Double) -> Timestamp {

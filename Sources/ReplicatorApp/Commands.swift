@@ -50,10 +50,13 @@ extension ReplicatorConfig {
     }
 
     func pipelineSettings(for region: Region) -> PipelineSettings {
-        PipelineSettings(region: region.name, conninfo: region.dsn.value, kafka: kafkaConfiguration,
+        var s = PipelineSettings(region: region.name, conninfo: region.dsn.value, kafka: kafkaConfiguration,
                          topic: kafka.topic, consumerGroup: consumerGroup(for: region), table: apply.table,
                          applyToOrigin: apply.applyToOrigin, maxBatchEvents: apply.maxBatchEvents,
-                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes)
+                         maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes,
+                         groupInstanceID: groupInstanceID(for: region))
+        s.columns = apply.columns
+        return s
     }
 }
 
@@ -81,12 +84,15 @@ struct Run: AsyncParsableCommand {
         var services: [any Service] = []
         var monitors: [any Service] = []
         var regionMetrics: [RegionMetrics] = []
+        // One read of the topic's watermarks per sample serves every region's monitor.
+        let watermarks = TopicWatermarks(kafka: config.kafkaConfiguration, topic: config.kafka.topic)
+        defer { watermarks.close() }
         for region in config.regions {
             let settings = config.pipelineSettings(for: region)
             let metrics = RegionMetrics(region: region.name)
             regionMetrics.append(metrics)
             services.append(RegionPipeline(settings: settings, status: status, metrics: metrics, logger: logger))
-            monitors.append(LagMonitor(settings: settings, status: status, metrics: metrics, logger: logger))
+            monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
         }
         guard let listen = config.http.hostAndPort else {
             printError("configuration error: \(config.path): http.listen: not a host:port address")
@@ -109,6 +115,12 @@ struct Run: AsyncParsableCommand {
             logger: logger))
         do {
             try await group.run()
+        } catch let error as PipelineError where error.isConfigurationProblem {
+            // Not restarted by systemd (RestartPreventExitStatus=78): restarting would only fence
+            // the other instance in turn.
+            logger.critical("stopping on a configuration error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
+            printError("configuration error: \(config.path): \(Redactor(config: config)("\(error)"))")
+            throw ExitCode.configuration
         } catch {
             logger.critical("stopping on a fatal error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
             throw ExitCode.failure
@@ -124,6 +136,9 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create the tables in each region (idempotent).")
     @OptionGroup var options: ConfigOption
     @Option(help: "Only this region.") var region: String?
+    @Flag(name: .customLong("alter-existing-table"),
+          help: "Also alter a messages table that migrate did not create: add what it lacks, the id trigger and the version default.")
+    var alterExistingTable = false
 
     func run() async throws {
         let config = try options.load()
@@ -136,21 +151,39 @@ struct Migrate: AsyncParsableCommand {
             }
         }
         var failed = false
+        var incomplete = false
         for r in regions {
             let target = PostgresConnection.describe(r.dsn.value)
             do {
-                try await BlockingThread.run(name: "migrate") {
+                let report = try await BlockingThread.run(name: "migrate") { [alterExistingTable] in
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
                     defer { db.close() }
-                    try Schema.migrate(db, table: config.apply.table)
+                    return try Schema.migrate(db, table: config.apply.table, columns: config.apply.columns,
+                                              alterExistingTable: alterExistingTable)
                 }
-                print("region \(r.name) (\(target)): migrated")
+                for line in report.done { print("region \(r.name): \(line)") }
+                for note in report.notes { print("region \(r.name): note: \(note)") }
+                if let tz = try? await BlockingThread.run(name: "migrate", {
+                    let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
+                    defer { db.close() }
+                    return try Schema.timeZoneWarning(db)
+                }) {
+                    print("region \(r.name): WARNING: \(tz)")
+                }
+                if report.problems.isEmpty {
+                    print("region \(r.name) (\(target)): migrated")
+                } else {
+                    incomplete = true
+                    for p in report.problems { printError("region \(r.name): \(p)") }
+                    printError("region \(r.name) (\(target)): migrate incomplete: \(report.problems.count) problem(s) above need a person")
+                }
             } catch {
                 failed = true
                 printError(redact("region \(r.name) (\(target)): migrate failed: \(error)"))
             }
         }
         if failed { throw ExitCode.unavailable }
+        if incomplete { throw ExitCode.configuration }
     }
 }
 
@@ -177,6 +210,7 @@ struct CheckConfig: AsyncParsableCommand {
             throw ExitCode.configuration
         }
         var unreachable = false
+        var tableProblems = false
         let kafkaStatus: String = await BlockingThread.run(name: "check-config") { [timeout] in
             // librdkafka's lines go to the trail (for the root cause) and to the logger at debug.
             let trail = KafkaErrorTrail()
@@ -196,22 +230,34 @@ struct CheckConfig: AsyncParsableCommand {
         if !kafkaStatus.hasPrefix("ok") { unreachable = true }
         rows.append(("kafka", config.kafka.brokers, kafkaStatus))
         for r in config.regions {
-            let status: String = await BlockingThread.run(name: "check-config") { [timeout] in
+            let (status, problems, warnings): (String, [Schema.TableProblem], [String]) = await BlockingThread.run(name: "check-config") { [timeout] in
                 do {
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator check-config",
                                                     connectTimeoutSeconds: timeout, queryTimeout: .seconds(timeout))
                     defer { db.close() }
+                    let warnings = try Schema.timeZoneWarning(db).map { [$0] } ?? []
                     let missing = try Schema.missingTables(db, table: config.apply.table)
-                    return missing.isEmpty ? "ok" : "ok, NOT MIGRATED (missing \(missing.joined(separator: ", "))): run `region-replicator migrate`"
+                    if !missing.isEmpty {
+                        return ("ok, NOT MIGRATED (missing \(missing.joined(separator: ", "))): run `region-replicator migrate`", [], warnings)
+                    }
+                    let problems = try Schema.inspect(db, table: config.apply.table, columns: config.apply.columns)
+                    return ("ok", problems, warnings)
                 } catch {
-                    return "UNREACHABLE: \(error)"
+                    return ("UNREACHABLE: \(error)", [], [])
                 }
             }
             if !status.hasPrefix("ok") { unreachable = true }
-            rows.append(("region \(r.name)", PostgresConnection.describe(r.dsn.value), status))
+            let target = PostgresConnection.describe(r.dsn.value)
+            rows.append(("region \(r.name)", target, status))
+            for w in warnings { rows.append(("region \(r.name)", target, "WARNING: \(w)")) }
+            for p in problems {
+                tableProblems = true
+                rows.append(("region \(r.name)", target, "TABLE ERROR: \(p)"))
+            }
         }
         Self.printTable(rows, redact)
         if unreachable { throw ExitCode.unavailable }
+        if tableProblems { throw ExitCode.configuration }
     }
 
     static func printTable(_ rows: [(String, String, String)], _ redact: Redactor) {

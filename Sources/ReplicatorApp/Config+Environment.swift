@@ -8,6 +8,7 @@ extension RawConfig {
         ("REGION_REPLICATOR_KAFKA_BROKERS", "kafka.brokers"),
         ("REGION_REPLICATOR_KAFKA_TOPIC", "kafka.topic"),
         ("REGION_REPLICATOR_KAFKA_GROUP_PREFIX", "kafka.group_prefix"),
+        ("REGION_REPLICATOR_KAFKA_GROUP_INSTANCE_ID", "kafka.group_instance_id"),
         ("REGION_REPLICATOR_APPLY_TABLE", "apply.table"),
         ("REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS", "apply.max_batch_events"),
         ("REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS", "apply.max_batch_delay_ms"),
@@ -53,6 +54,7 @@ extension RawConfig {
         if let v = string("REGION_REPLICATOR_KAFKA_BROKERS") { brokers = v }
         if let v = string("REGION_REPLICATOR_KAFKA_TOPIC") { topic = v }
         if let v = string("REGION_REPLICATOR_KAFKA_GROUP_PREFIX") { groupPrefix = v }
+        if let v = string("REGION_REPLICATOR_KAFKA_GROUP_INSTANCE_ID") { groupInstanceID = v }
         if let v = string("REGION_REPLICATOR_APPLY_TABLE") { table = v }
         if let v = try int("REGION_REPLICATOR_APPLY_MAX_BATCH_EVENTS") { maxBatchEvents = v }
         if let v = try int("REGION_REPLICATOR_APPLY_MAX_BATCH_DELAY_MS") { maxBatchDelayMs = v }

@@ -19,17 +19,21 @@ public struct ReplicatorConfig: Sendable {
         public var topic: String
         /// Prefix of each region's consumer group: `<groupPrefix>.<region>`.
         public var groupPrefix: String
+        /// Static group membership (KIP-345), opt-in: each region's consumer gets
+        /// `group.instance.id` `"<groupInstanceID>.<region>"`. Nil: dynamic membership.
+        public var groupInstanceID: String?
         /// Extra librdkafka properties, verbatim. Values may hold secrets (`sasl.password`):
         /// ``ReplicatorConfig/description`` redacts the sensitive ones.
         public var properties: [String: String]
 
         public init(
             brokers: String = "127.0.0.1:9092", topic: String = "chat.messages",
-            groupPrefix: String = "region-replicator", properties: [String: String] = [:]
+            groupPrefix: String = "region-replicator", groupInstanceID: String? = nil, properties: [String: String] = [:]
         ) {
             self.brokers = brokers
             self.topic = topic
             self.groupPrefix = groupPrefix
+            self.groupInstanceID = groupInstanceID
             self.properties = properties
         }
     }
@@ -57,6 +61,8 @@ public struct ReplicatorConfig: Sendable {
         public var maxBatchDelayMs: Int
         /// Apply upserts to their origin region too (see "Apply rules" in docs/events.md).
         public var applyToOrigin: Bool
+        /// Event field → column of ``table`` (`apply.columns`, `apply.attributes_column`).
+        public var columns: MessageColumns
 
         /// Most record key + value bytes in one apply transaction (65536…268435456).
         public var maxBatchBytes: Int
@@ -64,8 +70,9 @@ public struct ReplicatorConfig: Sendable {
         public static let defaultMaxBatchBytes = 8 << 20
 
         public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
-                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes) {
+                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes, columns: MessageColumns = .standard) {
             self.table = table
+            self.columns = columns
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
             self.applyToOrigin = applyToOrigin
@@ -135,6 +142,12 @@ public struct ReplicatorConfig: Sendable {
         "\(kafka.groupPrefix).\(region.name)"
     }
 
+    /// The static group member id of `region`'s consumer: `"<group_instance_id>.<region>"`, or
+    /// nil when `kafka.group_instance_id` is not set.
+    public func groupInstanceID(for region: Region) -> String? {
+        kafka.groupInstanceID.map { "\($0).\(region.name)" }
+    }
+
     /// The environment variable that overrides the DSN of the region called `regionName`:
     /// `REGION_REPLICATOR_REGION_<NAME>_DSN`, `<NAME>` upper-cased with every character other
     /// than `A-Z`/`0-9` replaced by `_`.
@@ -171,7 +184,7 @@ extension ReplicatorConfig.Kafka: CustomStringConvertible, CustomDebugStringConv
         let props = properties.keys.sorted().map { key in
             "\(key)=\(Self.isSensitive(property: key) ? "<redacted>" : properties[key]!)"
         }
-        return "(brokers: \(brokers), topic: \(topic), group_prefix: \(groupPrefix), properties: [\(props.joined(separator: ", "))])"
+        return "(brokers: \(brokers), topic: \(topic), group_prefix: \(groupPrefix), group_instance_id: \(groupInstanceID ?? "-"), properties: [\(props.joined(separator: ", "))])"
     }
 
     public var debugDescription: String { description }
@@ -180,7 +193,7 @@ extension ReplicatorConfig.Kafka: CustomStringConvertible, CustomDebugStringConv
     public var customMirror: Mirror {
         let shown = properties.map { ($0.key, Self.isSensitive(property: $0.key) ? "<redacted>" : $0.value) }
         return Mirror(self, children: [
-            "brokers": brokers, "topic": topic, "groupPrefix": groupPrefix,
+            "brokers": brokers, "topic": topic, "groupPrefix": groupPrefix, "groupInstanceID": groupInstanceID as Any,
             "properties": Dictionary(uniqueKeysWithValues: shown),
         ], displayStyle: .struct)
     }

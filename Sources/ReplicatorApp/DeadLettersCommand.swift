@@ -143,11 +143,13 @@ struct DeadLettersRetry: AsyncParsableCommand {
         defer { db.close() }
         let id = self.id
         let table = config.apply.table, regionName = region.name, applyToOrigin = config.apply.applyToOrigin
+        let columns = config.apply.columns
         let result: Result<DeadLetterRetrier.Summary, PostgresError> = await BlockingThread.run(name: "dead-letters") {
             do throws(PostgresError) {
                 // Schema-qualified bookkeeping tables, as the daemon names them.
                 let tables = try Schema.check(db, table: table).tables
-                let applier = RegionApplier(region: regionName, table: table, applyToOrigin: applyToOrigin, tables: tables)
+                let applier = RegionApplier(region: regionName, table: table, applyToOrigin: applyToOrigin, tables: tables,
+                                            columns: columns)
                 return .success(try DeadLetterRetrier(applier: applier, db: db).retry(id: id))
             } catch {
                 return .failure(error)

@@ -182,6 +182,9 @@ struct LagDocument: Codable, Sendable, Equatable {
         /// Why the region is not up; null when up.
         var problem: String?
         var lagEvents: Int64
+        /// Records deleted by retention before the region applied them (see `PartitionLag`).
+        /// Optional only so that `status` still reads the `/lag` of an older daemon.
+        var expiredEvents: Int64?
         var lagSeconds: Double
         /// RFC 3339, UTC, microseconds.
         var replicatedThrough: String
@@ -201,6 +204,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             case region, up, problem, partitions, gone
             case assignedPartitions = "assigned_partitions"
             case lagEvents = "lag_events"
+            case expiredEvents = "expired_events"
             case lagSeconds = "lag_seconds"
             case replicatedThrough = "replicated_through"
             case lastApply = "last_apply"
@@ -214,6 +218,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             try c.encode(up, forKey: .up)
             try c.encode(problem, forKey: .problem)
             try c.encode(lagEvents, forKey: .lagEvents)
+            try c.encode(expiredEvents ?? 0, forKey: .expiredEvents)
             try c.encode(lagSeconds, forKey: .lagSeconds)
             try c.encode(replicatedThrough, forKey: .replicatedThrough)
             try c.encode(lastApply, forKey: .lastApply)
@@ -241,7 +246,7 @@ struct LagDocument: Codable, Sendable, Equatable {
         regions = s.regions.map { r in
             let lag = r.lagSeconds.isFinite ? (r.lagSeconds * 1000).rounded() / 1000 : 0
             return Region(region: r.region, up: r.up, problem: r.problem.map(redact), lagEvents: r.lagEvents,
-                          lagSeconds: lag, replicatedThrough: Self.rfc3339(r.replicatedThrough),
+                          expiredEvents: r.expiredEvents, lagSeconds: lag, replicatedThrough: Self.rfc3339(r.replicatedThrough),
                           lastApply: r.lastApply.map(Self.rfc3339), lagSampleTimestamp: r.sampledAt.map(Self.rfc3339),
                           partitions: r.partitions, assignedPartitions: r.assignedPartitions, gone: r.gone)
         }

@@ -19,6 +19,7 @@ public enum MetricsSetup {
     static let help: [String: String] = [
         MetricName.lagEvents: "Events produced but not yet applied to the region: sum over partitions of max(0, high watermark - next offset).",
         MetricName.partitionLagEvents: "Events produced but not yet applied to the region, per partition: max(0, high watermark - next offset).",
+        MetricName.expiredEvents: "Records deleted by Kafka retention before the region applied them: sum over partitions of max(0, low watermark - next offset). They can never be applied.",
         MetricName.lagSeconds: "Age in seconds of the oldest event produced but not yet applied to the region; 0 when caught up.",
         MetricName.replicatedThrough: "Unix time T such that every event with a Kafka timestamp <= T is applied in the region (now - lag_seconds).",
         MetricName.applyLatency: "Seconds from an event's Kafka record timestamp to the commit that applied it in the region.",

@@ -30,6 +30,7 @@ struct RawConfig {
     var brokers: Sourced<String>?
     var topic: Sourced<String>?
     var groupPrefix: Sourced<String>?
+    var groupInstanceID: Sourced<String>?
     var properties: [String: String] = [:]
     var regions: Sourced<[RawRegion]>?
     var table: Sourced<String>?
@@ -37,24 +38,31 @@ struct RawConfig {
     var maxBatchDelayMs: Sourced<Int>?
     var maxBatchBytes: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
+    var columns: [String: Sourced<String>] = [:]
+    var columnsKey: String?
+    /// `apply.columns.replicated_at: null`: the table has no such column.
+    var noReplicatedAt = false
+    var attributesColumn: Sourced<String>?
     var listen: Sourced<String>?
     var level: Sourced<String>?
     var format: Sourced<String>?
 
     static let topKeys = ["kafka", "regions", "apply", "http", "log"]
-    static let kafkaKeys = ["brokers", "topic", "group_prefix", "properties"]
+    static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "properties"]
 
     /// librdkafka properties the replication guarantees depend on (offsets live in each region's
     /// database and are committed to Kafka only after the database commit).
     static let managedKafkaProperties: [String: String] = [
         "group.id": "each region's group is \"<group_prefix>.<region>\" (set kafka.group_prefix)",
+        "group.instance.id": "each region's consumer gets \"<group_instance_id>.<region>\" (set kafka.group_instance_id)",
         "enable.auto.commit": "offsets are committed after each region's database commit",
         "enable.auto.offset.store": "offsets are stored after each region's database commit",
         "bootstrap.servers": "set kafka.brokers",
         "metadata.broker.list": "set kafka.brokers",
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
-    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin"]
+    static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
+                            "columns", "attributes_column"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -113,6 +121,19 @@ struct RawConfig {
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "columns":
+                        raw.columnsKey = e.key
+                        if e.node.isNullScalar { continue }
+                        for c in try walker.entries(of: e.node, at: e.key, known: MessageColumns.fieldKeys) {
+                            if c.name == "replicated_at", c.node.isNullScalar {
+                                raw.noReplicatedAt = true
+                                continue
+                            }
+                            raw.columns[c.name] = Sourced(value: try walker.string(c.node, at: c.key), key: c.key)
+                        }
+                    case "attributes_column":
+                        if e.node.isNullScalar { continue }
+                        raw.attributesColumn = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
@@ -136,6 +157,9 @@ struct RawConfig {
             case "brokers": brokers = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             case "topic": topic = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             case "group_prefix": groupPrefix = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+            case "group_instance_id":
+                if e.node.isNullScalar { continue }
+                groupInstanceID = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             default:
                 if e.node.isNullScalar { continue }
                 guard case .mapping(let mapping) = e.node else {
@@ -249,8 +273,16 @@ struct RawConfig {
         if groupPrefix.value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw fail(groupPrefix.key, "must not be empty")
         }
+        if let id = groupInstanceID {
+            let ok = (1...200).contains(id.value.utf8.count)
+                && id.value.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+            if !ok {
+                throw fail(id.key, "invalid group instance id \(quoted(id.value)): 1 to 200 letters, digits, '.', '_' or '-' (each region's consumer gets \"<id>.<region>\")")
+            }
+        }
         let kafka = ReplicatorConfig.Kafka(
-            brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value, properties: properties)
+            brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value,
+            groupInstanceID: groupInstanceID?.value, properties: properties)
 
         // regions
         guard let rawRegions = regions else {
@@ -287,11 +319,29 @@ struct RawConfig {
         }
         let maxBatchEvents = try Self.checkRange(maxBatchEvents, default: 1000, key: "apply.max_batch_events", 1...100_000, file: file)
         let maxBatchDelayMs = try Self.checkRange(maxBatchDelayMs, default: 20, key: "apply.max_batch_delay_ms", 0...60_000, file: file)
+        for (_, column) in columns.sorted(by: { $0.key < $1.key }) {
+            do { try MessageColumns.validate(column.value) } catch {
+                throw fail(column.key, "invalid column name \(quoted(column.value)): \(error.problem)")
+            }
+        }
+        if let a = attributesColumn {
+            do { try MessageColumns.validate(a.value) } catch {
+                throw fail(a.key, "invalid column name \(quoted(a.value)): \(error.problem)")
+            }
+        }
+        let messageColumns: MessageColumns
+        do {
+            messageColumns = try MessageColumns(mapping: columns.mapValues(\.value),
+                                                replicatedAt: noReplicatedAt ? .some(nil) : nil,
+                                                attributes: attributesColumn?.value)
+        } catch {
+            throw fail(columnsKey ?? "apply.columns", "\(quoted(error.text)): \(error.problem)")
+        }
         let maxBatchBytes = try Self.checkRange(maxBatchBytes, default: ReplicatorConfig.Apply.defaultMaxBatchBytes,
                                                 key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes)
+            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes, columns: messageColumns)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

@@ -79,11 +79,12 @@ struct Replay: AsyncParsableCommand {
         let from: ReplayBound = try fromOffset.map { .offset($0) } ?? .time(Self.parseTime(fromTime ?? "", option: "--from-time"))
         var to: ReplayBound? = toOffset.map { .offset($0) }
         if let toTime { to = .time(try Self.parseTime(toTime, option: "--to-time")) }
-        let request = ReplayRequest(
+        var request = ReplayRequest(
             region: target.name, conninfo: settings.conninfo, kafka: settings.kafka, topic: settings.topic,
             table: settings.table, applyToOrigin: settings.applyToOrigin, maxBatchEvents: settings.maxBatchEvents,
             from: from, to: to,
             partition: partition, dryRun: dryRun)
+        request.columns = settings.columns
         let job = ReplayJob(request: request)
         let interrupts = InterruptHandler { count in
             if count == 1 {

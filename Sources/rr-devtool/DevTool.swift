@@ -71,7 +71,9 @@ struct Broker: ParsableCommand {
 /// Produces a synthetic chat workload (contract events and the article's seed-style events).
 struct Produce: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Produce synthetic chat events.")
-    @Option var brokers: String
+    @Option var brokers: String = ""
+    @Option(help: "Write the events to this file, one JSON object a line, instead of producing them (no broker needed).")
+    var jsonLines: String?
     @Option var topic = "chat.messages"
     @Option var count = 10_000
     @Option(help: "Events per second (0 = as fast as possible).") var rate = 2_000
@@ -80,7 +82,8 @@ struct Produce: ParsableCommand {
 
     func run() throws {
         DevTool.reportLibraryLines()
-        let producer = try KafkaProducer(configuration: KafkaConfiguration([("bootstrap.servers", brokers)]))
+        let producer = jsonLines == nil ? try KafkaProducer(configuration: KafkaConfiguration([("bootstrap.servers", brokers)])) : nil
+        var lines = Data()
         let origins = regions.split(separator: ",").map(String.init)
         var rng = SplitMix64(seed: seed)
         var messages: [(id: String, session: String, origin: String, version: Int, created: String)] = []
@@ -119,6 +122,11 @@ struct Produce: ParsableCommand {
                          "origin_region": origin, "created_at": now, "version": 1]
             }
             let data = try JSONSerialization.data(withJSONObject: event)
+            guard let producer else {
+                lines.append(data)
+                lines.append(0x0A)
+                continue
+            }
             try producer.produce(topic: topic, key: Array(((event["session_id"] as? String) ?? "").utf8), value: Array(data))
             if rate > 0 {
                 let due = start.addingTimeInterval(Double(i + 1) / Double(rate))
@@ -127,7 +135,12 @@ struct Produce: ParsableCommand {
             }
             if (i + 1) % 5000 == 0 { print("produced \(i + 1)/\(count)"); fflush(nil) }
         }
-        try producer.flush(timeoutMs: 30_000)
+        if let jsonLines {
+            try lines.write(to: URL(fileURLWithPath: jsonLines))
+            print("wrote \(count) events to \(jsonLines)")
+            return
+        }
+        try producer?.flush(timeoutMs: 30_000)
         print("produced \(count) events to \(topic)")
     }
 }

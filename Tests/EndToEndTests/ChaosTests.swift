@@ -4,7 +4,9 @@ import PostgresClient
 import Testing
 
 /// Faults on a seeded random schedule while a mixed workload flows at a steady rate; at the end
-/// every region must equal the reference model. `scripts/chaos` runs this with a long budget;
+/// every region must equal the reference model. Single faults, and pairs of faults at once (a
+/// read-only region while an instance leaves, a region stopped while the broker is down, a
+/// daemon killed while a region stalls). `scripts/chaos` runs this with a long budget;
 /// the test suite runs it with a short one. Settings come from the environment:
 /// `RR_CHAOS_SECONDS` (fault window, default 150), `RR_CHAOS_SEED` (default 1),
 /// `RR_CHAOS_RATE` (events/s, default 150), `RR_CHAOS_PARTITIONS` (default 12),
@@ -17,6 +19,16 @@ struct ChaosTests {
         case postgresStall = "postgres_stall"
         case brokerDown = "broker_down"
         case instanceJoinLeave = "instance_join_leave"
+        /// The region's database turns read-only (as after a failover to a replica), later writable.
+        case readOnly = "read_only"
+        /// The region's stored offsets are reset to a snapshot taken 1–4 s earlier (a restore,
+        /// a manual reset): it must re-apply from there, exactly (the rows stay; the version
+        /// guard makes re-applying them harmless).
+        case offsetsRewind = "offsets_rewind"
+        // Pairs of faults at once.
+        case readOnlyWhileInstanceLeaves = "read_only+instance_leave"
+        case postgresStopWhileBrokerDown = "postgres_stop+broker_down"
+        case daemonKillDuringStall = "postgres_stall+daemon_kill"
     }
 
     struct Settings {
@@ -59,7 +71,31 @@ struct ChaosTests {
         return bytes
     }
 
-    @Test("Seeded faults of five kinds while events flow: every region equals the model, each poison record is one dead letter")
+    /// Sets or clears `default_transaction_read_only` on the region's server (ALTER SYSTEM and
+    /// a reload: new transactions of every session see it, as after a failover to a replica).
+    static func setReadOnly(_ h: Harness, _ region: String, _ on: Bool) throws {
+        let db = try h.dbs.connect(region)
+        defer { db.close() }
+        // One statement per call: ALTER SYSTEM cannot run inside a (multi-statement) transaction.
+        try db.execute("SET default_transaction_read_only = off")
+        try db.execute(on ? "ALTER SYSTEM SET default_transaction_read_only = on" : "ALTER SYSTEM RESET default_transaction_read_only")
+        try db.execute("SELECT pg_reload_conf()")
+    }
+
+    /// The region's `replicator_offsets` rows (group, topic, partition → next offset).
+    static func offsetsSnapshot(_ h: Harness, _ region: String) throws -> [[String?]] {
+        try h.dbs.query(region, "SELECT consumer_group, topic, partition::text, next_offset::text FROM replicator_offsets")
+    }
+
+    /// Puts back the next offsets of `snapshot` (rows added since keep theirs).
+    static func restoreOffsets(_ h: Harness, _ region: String, _ snapshot: [[String?]]) throws {
+        for row in snapshot {
+            _ = try h.dbs.query(region, "UPDATE replicator_offsets SET next_offset = $4::bigint WHERE consumer_group = $1 AND topic = $2 AND partition = $3::int",
+                                row)
+        }
+    }
+
+    @Test("Seeded faults of seven kinds, and pairs of them at once, while events flow: every region equals the model, each poison record is one dead letter")
     func chaos() throws {
         let settings = Settings.fromEnvironment()
         var rng = SplitMix64(seed: settings.seed)
@@ -110,10 +146,12 @@ struct ChaosTests {
         let window = Duration.seconds(settings.seconds)
         var stoppedServers: [TestEnvironment.Server] = []
         var stalled: [pid_t] = []
+        var readOnlyRegion: String? = nil
         defer {
             for p in stalled { kill(p, SIGCONT) }
             for s in stoppedServers where !s.isRunning { try? s.start() }
             try? broker.setBrokers(up: true)
+            if let r = readOnlyRegion { try? Self.setReadOnly(h, r, false) }
         }
         func hold() { Thread.sleep(forTimeInterval: 1 + Double(rng.next() % 3000) / 1000) }
         // librdkafka 2.0.2's mock coordinator aborts (`rd_assert(!member->resp)` in its SyncGroup
@@ -130,6 +168,29 @@ struct ChaosTests {
                 return shares.allSatisfy { !$0.isEmpty } && shares.map(\.count).reduce(0, +) == allPartitions.count
                     && Set(shares.joined()) == allPartitions
             }
+        }
+        func brokersDown() throws {
+            if (try? waitUntil("every consumer group to settle", timeout: .seconds(60), interval: .milliseconds(500), groupsSettled)) == nil {
+                print("chaos: groups not settled after 60 s; taking the brokers down anyway")
+            }
+            try broker.setBrokers(up: false)
+        }
+        /// The second instance leaves, gracefully (SIGTERM) or not (SIGKILL), alternately.
+        func secondaryLeaves() {
+            guard let s = secondary else { return }
+            if counts["instance_leave", default: 0] % 2 == 0 {
+                s.signal(SIGTERM)
+                _ = try? s.wait(timeout: .seconds(60))
+            }
+            s.kill9()
+            secondary = nil
+        }
+        func startSecondary() throws {
+            secondary = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(secondaryPort)"])
+        }
+        func readOnly(_ region: String, _ on: Bool) throws {
+            try Self.setReadOnly(h, region, on)
+            readOnlyRegion = on ? region : nil
         }
         while ContinuousClock.now - start < window {
             if pending.isEmpty { pending = Fault.allCases.shuffled(using: &rng) }
@@ -155,30 +216,66 @@ struct ChaosTests {
                 for p in stalled { kill(p, SIGCONT) }
                 stalled = []
             case .brokerDown:
-                if (try? waitUntil("every consumer group to settle", timeout: .seconds(60), interval: .milliseconds(500), groupsSettled)) == nil {
-                    print("chaos: groups not settled after 60 s; taking the brokers down anyway")
-                }
-                try broker.setBrokers(up: false)
+                try brokersDown()
                 hold()
                 try broker.setBrokers(up: true)
             case .instanceJoinLeave:
-                if let s = secondary {
-                    // Leaves: gracefully or not, alternately.
-                    if counts["instance_leave", default: 0] % 2 == 0 {
-                        s.signal(SIGTERM)
-                        _ = try? s.wait(timeout: .seconds(60))
-                    }
-                    s.kill9()
-                    secondary = nil
+                if secondary != nil {
+                    secondaryLeaves()
                     name = "instance_leave"
                 } else {
-                    secondary = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(secondaryPort)"])
+                    try startSecondary()
                     name = "instance_join"
                 }
+            case .readOnly:
+                try readOnly(region, true)
+                hold()
+                try readOnly(region, false)
+            case .offsetsRewind:
+                let snapshot = try Self.offsetsSnapshot(h, region)
+                hold()
+                try Self.restoreOffsets(h, region, snapshot)
+            case .readOnlyWhileInstanceLeaves:
+                // Two instances share the groups; the region turns read-only, its pipelines
+                // retry; one instance leaves, so the other takes partitions over mid-retry.
+                if secondary == nil {
+                    try startSecondary()
+                    _ = try? waitUntil("every consumer group to settle", timeout: .seconds(60), interval: .milliseconds(500), groupsSettled)
+                }
+                try readOnly(region, true)
+                Thread.sleep(forTimeInterval: 1 + Double(rng.next() % 2000) / 1000)
+                secondaryLeaves()
+                hold()
+                try readOnly(region, false)
+            case .postgresStopWhileBrokerDown:
+                try brokersDown()
+                let server = h.dbs.server(region)
+                stoppedServers.append(server)
+                try server.stopImmediately()
+                hold()
+                // Back in either order.
+                if rng.next() % 2 == 0 {
+                    try broker.setBrokers(up: true)
+                    try server.start()
+                } else {
+                    try server.start()
+                    try broker.setBrokers(up: true)
+                }
+                stoppedServers.removeAll()
+            case .daemonKillDuringStall:
+                stalled = h.dbs.server(region).processes()
+                for p in stalled { kill(p, SIGSTOP) }
+                Thread.sleep(forTimeInterval: 0.5 + Double(rng.next() % 1500) / 1000)
+                primary.kill9()
+                primary = try h.startDaemon()
+                hold()
+                for p in stalled { kill(p, SIGCONT) }
+                stalled = []
             }
             counts[name, default: 0] += 1
             let at = (ContinuousClock.now - start).seconds
-            let target = [.postgresStop, .postgresStall].contains(fault) ? " " + region : ""
+            let target = [.postgresStop, .postgresStall, .readOnly, .offsetsRewind, .readOnlyWhileInstanceLeaves,
+                          .postgresStopWhileBrokerDown, .daemonKillDuringStall].contains(fault) ? " " + region : ""
             print(String(format: "chaos: t=%.0fs fault %d: %@%@ (produced %d/%d)", at, counts.values.reduce(0, +), name, target,
                          producer.produced, records.count))
             Thread.sleep(forTimeInterval: 1 + Double(rng.next() % 2000) / 1000)
@@ -214,17 +311,18 @@ struct ChaosTests {
             }
         }
         let total = counts.values.reduce(0, +)
-        // instance_join and instance_leave are one kind of fault.
+        // instance_join and instance_leave are one kind of fault; a pair counts as its own kind.
         let kinds = Set(counts.keys.map { $0.hasPrefix("instance_") ? "instance_join_leave" : $0 }).count
+        let pairs = counts.filter { $0.key.contains("+") }.values.reduce(0, +)
         let faultText = counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let line = String(format: "chaos figures: seed=%llu window=%ds events=%d (poison %d) faults=%d [%@] max_lag=%d events/%.1f s recover=%.1f s rows missing=%d extra=%d wrong=%d",
-                          settings.seed, settings.seconds, records.count, poisonPayloads.count, total, faultText,
+        let line = String(format: "chaos figures: seed=%llu window=%ds events=%d (poison %d) faults=%d (pairs %d) [%@] max_lag=%d events/%.1f s recover=%.1f s rows missing=%d extra=%d wrong=%d",
+                          settings.seed, settings.seconds, records.count, poisonPayloads.count, total, pairs, faultText,
                           sampler.maxLagEvents, sampler.maxLagSeconds, recovered.seconds, missing, extra, wrong)
         print(line)
         if let path = settings.report {
             let json: [String: Any] = [
                 "seed": settings.seed, "window_seconds": settings.seconds, "events": records.count, "poison": poisonPayloads.count,
-                "faults": total, "faults_by_kind": counts, "max_lag_events": sampler.maxLagEvents,
+                "faults": total, "fault_pairs": pairs, "faults_by_kind": counts, "max_lag_events": sampler.maxLagEvents,
                 "max_lag_seconds": sampler.maxLagSeconds, "recover_seconds": recovered.seconds,
                 "rows_missing": missing, "rows_extra": extra, "rows_wrong": wrong,
                 "secondary_owned_partitions": sampler.secondaryOwnedPartitions, "line": line,

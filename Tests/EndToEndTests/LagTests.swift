@@ -1,4 +1,5 @@
 import Foundation
+import KafkaClient
 import PostgresClient
 import ReplicationCore
 import Testing
@@ -374,6 +375,89 @@ struct LagTests {
         let test = try PrometheusTools.promtool(["test", "rules", dir + "/alerts_test.yml"])
         #expect(test.status == 0 && test.output.contains("SUCCESS"), "\(test.output)")
         #expect(try GrafanaDashboard.expressions().count >= 5)
+    }
+
+    // MARK: - Watermarks: one read for every region, partitions re-read
+
+    /// librdkafka 2.0.2's mock cluster cannot add partitions to a topic (it has no
+    /// CreatePartitions): that the count is re-read rests on every read asking the broker's
+    /// metadata afresh, which this test checks by the number of broker reads.
+    @Test("The topic's watermarks are read once per sample for every region's monitor, every partition's low and high equal to the broker's")
+    func sharedWatermarks() throws {
+        let cluster = try KafkaMockCluster(brokers: 3)
+        try cluster.createTopic("marks", partitions: 5)
+        let producer = try KafkaProducer(configuration: KafkaConfiguration([("bootstrap.servers", cluster.bootstrapServers), ("log_level", "3")]))
+        let marks = TopicWatermarks(kafka: KafkaConfiguration([("bootstrap.servers", cluster.bootstrapServers), ("log_level", "3")]),
+                                    topic: "marks", maxAge: .milliseconds(300))
+        defer { marks.close() }
+        for p in Int32(0)..<5 {
+            for i in 0..<Int(p) { try producer.produce(topic: "marks", partition: p, key: nil, value: Array("r\(i)".utf8)) }
+        }
+        try producer.flush(timeoutMs: 10_000)
+        var sample: TopicWatermarks.Sample? = nil
+        try waitUntil("the topic's 5 partitions to be read", timeout: .seconds(20)) {
+            sample = try? marks.sample()
+            return sample?.high.count == 5
+        }
+        for p in Int32(0)..<5 {
+            let broker = try producer.queryWatermarks(topic: "marks", partition: p, timeoutMs: 5000)
+            #expect(sample?.high[p] == broker.high && sample?.low[p] == broker.low, "partition \(p)")
+            #expect(sample?.high[p] == Int64(p))
+        }
+
+        // Three regions' monitors sampling at once share one broker read.
+        Thread.sleep(forTimeInterval: 0.35)  // let the last read age past maxAge
+        let before = marks.brokerReads
+        DispatchQueue.concurrentPerform(iterations: 3) { _ in _ = try? marks.sample() }
+        #expect(marks.brokerReads == before + 1, "\(marks.brokerReads - before) broker reads for three monitors")
+        // A later sample reads again (metadata included): nothing is cached past maxAge.
+        Thread.sleep(forTimeInterval: 0.35)
+        _ = try marks.sample()
+        #expect(marks.brokerReads == before + 2)
+    }
+
+    // MARK: - Records deleted by retention before they were applied
+
+    @Test("Retention deletes records a blocked region has not applied: /lag shows low_watermark and expired_events (and the metric, and a warning); 0 again once the region is past the gap")
+    func expiredRecordsAreReported() throws {
+        let (h, e) = try harness()
+        try h.startDaemon()
+        try waitReady(h, e)
+        let victim = h.regions[1]
+        let others = h.regions.filter { $0 != victim }
+
+        // The victim cannot commit; partition 0 gets 8 MB (the mock broker keeps about 5 MB a
+        // partition, so it deletes the oldest records). Not JSON: the others dead-letter them.
+        let freeze = try OffsetsFreeze(h, victim)
+        var released = false
+        defer { if !released { try? freeze.release() } }
+        let big = [UInt8](repeating: UInt8(ascii: "x"), count: 200_000)
+        for i in 0..<40 { try h.cluster.producer.produce(topic: h.cluster.topic, partition: 0, key: nil, value: Array("big \(i) ".utf8) + big) }
+        try h.cluster.producer.flush(timeoutMs: 60_000)
+        let low = try h.cluster.producer.queryWatermarks(topic: h.cluster.topic, partition: 0, timeoutMs: 10_000).low
+        try #require(low > 0, "the broker kept every record: nothing expired")
+        let stored = try h.storedOffsets(victim)[0] ?? 0
+        try #require(stored < low)
+        let gap = low - stored
+
+        try waitUntil("/lag of \(victim) to show partition 0's low watermark \(low) and \(gap) expired events", timeout: .seconds(20)) {
+            let lag = try e.lag()
+            guard let parts = lag[victim]?["partitions"] as? [[String: Any]],
+                  let p0 = parts.first(where: { $0.int("partition") == 0 }) else { return false }
+            return p0.int("low_watermark") == low && p0.int("expired_events") == gap && lag[victim]?.int("expired_events") == gap
+                && others.allSatisfy { lag[$0]?.int("expired_events") == 0 }
+        }
+        #expect(try e.metrics()[series("region_replicator_expired_events", victim)] == Double(gap))
+        #expect(h.daemonLogs().contains("records deleted by retention before this region applied them"))
+
+        // Released: the region passes the gap, and nothing is reported as expired any more.
+        try freeze.release()
+        released = true
+        try h.waitCaughtUp(victim, timeout: .seconds(90))
+        try waitUntil("expired_events of \(victim) back to 0") {
+            try e.lag()[victim]?.int("expired_events") == 0
+        }
+        #expect(try e.metrics()[series("region_replicator_expired_events", victim)] == 0)
     }
 
     // MARK: - status

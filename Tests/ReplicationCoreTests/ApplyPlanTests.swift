@@ -29,6 +29,38 @@ struct ApplyPlanTests {
         #expect(plan.pendingCount == 1)
     }
 
+    func upsert(_ v: Int64, content: String, attributes: String? = nil) -> Result<Event, DecodeError> {
+        .success(.messageUpserted(MessageUpsert(messageID: id, sessionID: "s", role: .user, content: content,
+                                                originRegion: "us-east-1", createdAt: t0, version: v, attributes: attributes)))
+    }
+
+    @Test("Equal versions with different content are left to the database, one statement round each")
+    func equalVersionsGoToTieRounds() {
+        let plan = ApplyPlan(records: [record(upsert(2, content: "a"), ts: 1), record(upsert(2, content: "b"), ts: 2),
+                                       record(upsert(2, content: "a"), ts: 3), record(upsert(2, content: "c"), ts: 4),
+                                       record(upsert(2, content: "a", attributes: #"{"k":1}"#), ts: 5),
+                                       record(upsert(1, content: "z"), ts: 6)],
+                             region: "eu-west-1", applyToOrigin: false)
+        #expect(plan.upserts.map(\.content) == ["a"])
+        #expect(plan.tieRounds.map { $0.map(\.upsert.content) } == [["b"], ["c"], ["a"]])
+        #expect(plan.tieRounds.map { $0.map(\.timestampMs) } == [[2], [4], [5]])
+        #expect(plan.tieRounds[2][0].upsert.attributes == #"{"k":1}"#)
+        #expect(plan.decided[.duplicate] == 1)  // the second "a": same content, same attributes
+        #expect(plan.decided[.stale] == 1)      // version 1
+        #expect(plan.pendingCount == 4)
+    }
+
+    @Test("A higher version supersedes the kept one and every tie of the lower version")
+    func higherVersionDropsTies() {
+        let plan = ApplyPlan(records: [record(upsert(2, content: "a")), record(upsert(2, content: "b")),
+                                       record(upsert(3, content: "c"))],
+                             region: "eu-west-1", applyToOrigin: false)
+        #expect(plan.upserts.map(\.content) == ["c"])
+        #expect(plan.tieRounds.isEmpty)
+        #expect(plan.decided[.stale] == 2)
+        #expect(plan.pendingCount == 1)
+    }
+
     @Test("Upserts from the target region are skipped unless apply_to_origin; deletions never are")
     func skipsOrigin() {
         let del: Result<Event, DecodeError> = .success(.messageDeleted(MessageDeletion(

@@ -161,13 +161,52 @@ private func expectFailure(_ json: String, _ reason: String, mentioning: String?
         #expect(try decoded(object(seedFields.reversed())) == event)
     }
 
-    @Test func seedStyleUsesCreatedAtExactlyAsReceived() throws {
-        let event = try decoded(object(with(seedFields, "created_at", #""2026-11-24T10:00:00.123456Z""#)))
-        guard case .messageUpserted(let u) = event else { Issue.record("wrong case"); return }
-        // Python: uuid.uuid5(uuid.NAMESPACE_URL, 'sess-1\nus-east-1\n2026-11-24T10:00:00.123456Z\nuser\nhello')
-        #expect(u.messageID == UUID(uuidString: "0fdfb40f-fed6-5686-b000-f096fec7ff28")!)
-        // Same instant as the offset-less form, but a different id: the raw text is hashed.
-        #expect(u.createdAt.microseconds == 1_795_514_400_123_456)
+    @Test("A seed-style id hashes created_at in its canonical form: UTC, no offset, six fraction digits")
+    func seedStyleIDUsesCanonicalCreatedAt() throws {
+        let canonical = UUID(uuidString: "cc575345-52a2-56b7-bdaa-bddaf60d238a")!
+        // The same instant written other ways gives the same id (the database's trigger only
+        // sees the instant).
+        for text in ["2026-11-24T10:00:00.123456Z", "2026-11-24 10:00:00.123456+00:00",
+                     "2026-11-24T12:00:00.123456+02:00", "2026-11-24T10:00:00.123456789"] {
+            let event = try decoded(object(with(seedFields, "created_at", "\"\(text)\"")))
+            guard case .messageUpserted(let u) = event else { Issue.record("wrong case"); return }
+            #expect(u.messageID == canonical, "\(text)")
+        }
+        // Fewer digits are padded: python3 -c "import uuid; print(uuid.uuid5(uuid.NAMESPACE_URL,
+        //   'sess-1\nus-east-1\n2026-11-24T10:00:00.123000\nuser\nhello'))"
+        let short = try decoded(object(with(seedFields, "created_at", #""2026-11-24T10:00:00.123""#)))
+        guard case .messageUpserted(let s) = short else { Issue.record("wrong case"); return }
+        #expect(s.messageID == UUID(uuidString: "d99a8dec-59ed-5e02-86c6-1a46206d94be")!)
+        // Python's isoformat() drops a zero microsecond: still the six-digit form.
+        let whole = try decoded(object(with(seedFields, "created_at", #""2026-11-24T10:00:00""#)))
+        guard case .messageUpserted(let w) = whole else { Issue.record("wrong case"); return }
+        #expect(w.messageID == UUID(uuidString: "800afa8d-cb32-5cae-9a1c-c6ee01ede364")!)
+        #expect(Timestamp(microseconds: 1_795_514_400_123_456).seedIDText == "2026-11-24T10:00:00.123456")
+    }
+
+    @Test("attributes: an optional JSON object, kept as received, limited in size")
+    func attributes() throws {
+        let attrs = #"{"model":"gpt-x","tokens":{"in":12,"out":40},"tools":[{"name":"search"}]}"#
+        for fields in [upsertFields, seedFields] {
+            let event = try decoded(object(fields + [("attributes", attrs)]))
+            guard case .messageUpserted(let u) = event else { Issue.record("wrong case"); return }
+            #expect(u.attributes == attrs)
+            // null = none, and both decoder paths agree on that.
+            let none = try decoded(object(fields + [("attributes", "null")]))
+            guard case .messageUpserted(let n) = none else { Issue.record("wrong case"); return }
+            #expect(n.attributes == nil)
+            let bytes = Array(object(fields + [("attributes", "null")]).utf8)
+            #expect(try EventDecoder.decodeWithFoundation(bytes) == none)
+        }
+        // The key spelt with an escape is the same key.
+        let escaped = try decoded(#"{"attr\u0069butes": {"a": 1},"# + object(upsertFields).dropFirst())
+        guard case .messageUpserted(let e) = escaped else { Issue.record("wrong case"); return }
+        #expect(e.attributes == #"{"a": 1}"#)
+        expectFailure(object(upsertFields + [("attributes", "[1]")]), "wrong_type", mentioning: "`attributes`")
+        expectFailure(object(upsertFields + [("attributes", #""x""#)]), "wrong_type", mentioning: "`attributes`")
+        expectFailure(object(upsertFields + [("attributes", #"{"a":"\u0000"}"#)]), "invalid_value", mentioning: "`attributes`")
+        let big = "{\"a\":\"" + String(repeating: "x", count: EventDecoder.maxAttributesBytes) + "\"}"
+        expectFailure(object(upsertFields + [("attributes", big)]), "oversize", mentioning: "`attributes`")
     }
 
     @Test func seedStyleAllowsExtraFields() throws {
@@ -523,6 +562,12 @@ struct EventDecoderFastPathTests {
         upsert.replacingOccurrences(of: #""role":"user""#, with: #""role":"wizard""#),
         upsert.replacingOccurrences(of: #""type":"message.upserted""#, with: #""type":"message.exploded""#),
         upsert.replacingOccurrences(of: #""created_at":"2026-11-24T10:00:00.123456Z""#, with: #""created_at":"yesterday""#),
+        // attributes: null and wrong types take the scanner, objects the Foundation path
+        String(upsert.dropLast()) + #","attributes":null}"#,
+        String(upsert.dropLast()) + #","attributes":"model"}"#,
+        String(upsert.dropLast()) + #","attributes":3}"#,
+        String(upsert.dropLast()) + #","attributes":{"model":"m","n":[1,{"k":null}]}}"#,
+        String(upsert.dropLast()) + #","attributes":[1]}"#,
         // duplicates, escaped keys, trailing comma, garbage
         String(upsert.dropLast()) + #","version":8}"#,
         String(upsert.dropLast()) + #","x":1,"x":2}"#,

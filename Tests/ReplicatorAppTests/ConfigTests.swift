@@ -1,5 +1,7 @@
 import Foundation
+import KafkaClient
 import Logging
+import ReplicationCore
 import Testing
 
 @testable import ReplicatorApp
@@ -182,7 +184,38 @@ struct ConfigTests {
         let error = failure(Self.minimal + "apply:\n  max_batch_evnts: 10\n")
         #expect(error?.key == "apply.max_batch_evnts")
         #expect(error?.description
-            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin)")
+            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin, columns, attributes_column)")
+    }
+
+    @Test("apply.columns and apply.attributes_column map event fields onto an existing table")
+    func columnMapping() throws {
+        let config = try parse(Self.minimal + """
+            apply:
+              table: app.chat
+              attributes_column: extra
+              columns:
+                message_id: id
+                content: body
+                replicated_at: null
+
+            """)
+        let c = config.apply.columns
+        #expect(c.messageID == "id" && c.content == "body" && c.sessionID == "session_id" && c.version == "version")
+        #expect(c.replicatedAt == nil && c.attributes == "extra")
+        #expect(try parse(Self.minimal).apply.columns == .standard)
+    }
+
+    @Test("Column names are validated identifiers; unknown fields and shared columns are refused")
+    func columnMappingErrors() {
+        let bad = failure(Self.minimal + "apply:\n  columns:\n    content: \"body; DROP TABLE x\"\n")
+        #expect(bad?.key == "apply.columns.content")
+        #expect(bad?.description.contains("identifiers may contain only letters, digits and `_`") == true, "\(String(describing: bad))")
+        let unknown = failure(Self.minimal + "apply:\n  columns:\n    body: content\n")
+        #expect(unknown?.key == "apply.columns.body")
+        let shared = failure(Self.minimal + "apply:\n  columns:\n    content: role\n")
+        #expect(shared?.description.contains("the same column is mapped to two event fields") == true, "\(String(describing: shared))")
+        let attrs = failure(Self.minimal + "apply:\n  attributes_column: a.b\n")
+        #expect(attrs?.key == "apply.attributes_column")
     }
 
     @Test func unknownKeyInRegionItem() {
@@ -358,6 +391,56 @@ struct ConfigTests {
         #expect(failure(Self.minimal + "kafka:\n  properties: [a]\n")?.key == "kafka.properties")
         let nested = failure(Self.minimal + "kafka:\n  properties:\n    sasl:\n      password: hunter2\n")
         #expect(nested?.key == "kafka.properties.sasl")
+    }
+
+    @Test func groupInstanceID() throws {
+        // Off by default: dynamic membership.
+        let plain = try parse(Self.minimal)
+        #expect(plain.kafka.groupInstanceID == nil)
+        #expect(plain.groupInstanceID(for: plain.regions[0]) == nil)
+
+        // Each region's consumer gets "<id>.<region>"; the environment overrides the file.
+        let set = try parse(Self.minimal + "kafka:\n  group_instance_id: host-a\n")
+        #expect(set.regions.map { set.groupInstanceID(for: $0) } == ["host-a.eu-west-1", "host-a.us-east-1"])
+        let env = try parse(Self.minimal + "kafka:\n  group_instance_id: host-a\n",
+                            env: ["REGION_REPLICATOR_KAFKA_GROUP_INSTANCE_ID": "host-b"])
+        #expect(env.groupInstanceID(for: env.regions[0]) == "host-b.eu-west-1")
+        #expect(set.description.contains("group_instance_id: host-a"))
+
+        // Bad ids, and group.instance.id set as a raw property, name the key.
+        #expect(failure(Self.minimal + "kafka:\n  group_instance_id: \"\"\n")?.key == "kafka.group_instance_id")
+        #expect(failure(Self.minimal + "kafka:\n  group_instance_id: \"a b\"\n")?.key == "kafka.group_instance_id")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_KAFKA_GROUP_INSTANCE_ID": String(repeating: "h", count: 201)])?.key
+                == "REGION_REPLICATOR_KAFKA_GROUP_INSTANCE_ID")
+        let raw = failure(Self.minimal + "kafka:\n  properties:\n    group.instance.id: x\n")
+        #expect(raw?.key == "kafka.properties.group.instance.id")
+        #expect(raw?.message.contains("kafka.group_instance_id") == true)
+    }
+
+    @Test func consumerDefaultsYieldToProperties() throws {
+        func settings(_ properties: [(String, String)], instance: String? = nil) -> PipelineSettings {
+            PipelineSettings(region: "eu", conninfo: "", kafka: KafkaConfiguration(properties), topic: "t", consumerGroup: "g",
+                             table: try! TableName(validating: "messages"), applyToOrigin: false, maxBatchEvents: 1,
+                             maxBatchDelay: .zero, groupInstanceID: instance)
+        }
+        // librdkafka applies properties in order: the last one wins.
+        func effective(_ s: PipelineSettings, _ name: String) -> String? {
+            s.consumerConfiguration.properties.last { $0.0 == name }?.1
+        }
+        #expect(effective(settings([]), "session.timeout.ms") == "10000")
+        #expect(effective(settings([("session.timeout.ms", "30000")]), "session.timeout.ms") == "30000")
+        #expect(effective(settings([]), "group.instance.id") == nil)
+        #expect(effective(settings([], instance: "host-a.eu"), "group.instance.id") == "host-a.eu")
+    }
+
+    @Test func fencedStaticMemberIsAConfigurationError() {
+        let fenced = PipelineError.fatalKafka(KafkaError(code: .fencedInstanceID, message: "fatal: broker: static consumer fenced"),
+                                              region: "eu", groupInstanceID: "host-a.eu")
+        #expect(fenced.isConfigurationProblem)
+        #expect(fenced.description.contains("another running instance has the same kafka.group_instance_id"))
+        #expect(fenced.description.contains("host-a.eu"))
+        let other = PipelineError.fatalKafka(KafkaError(code: .invalidConfiguration, message: "x"), region: "eu", groupInstanceID: nil)
+        #expect(!other.isConfigurationProblem)
     }
 
     @Test func outOfRangeAndBadValues() {

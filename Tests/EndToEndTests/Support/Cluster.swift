@@ -67,11 +67,27 @@ final class Harness: @unchecked Sendable {
     let configPath: String
     var daemons: [Daemon] = []
 
-    /// - Parameter standaloneBroker: run the brokers in a process of their own (``BrokerProcess``).
+    /// Consumer-group timing of most tests: a dead member is noticed within 6 s.
+    static let fastGroupProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
+
+    /// - Parameters:
+    ///   - standaloneBroker: run the brokers in a process of their own (``BrokerProcess``).
+    ///   - kafkaProperties: librdkafka properties besides `log_level` (`[:]`: the daemon's defaults).
+    ///   - applyConfig: more keys of the `apply:` section (YAML lines indented by two spaces).
+    ///   - setupSQL: run in every region's database before `migrate` (e.g. an existing table).
     init(regions: [String] = ["us-east-1", "eu-west-1", "ap-southeast-1"], maxBatchEvents: Int = 500,
-         extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false) throws {
+         extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false,
+         kafkaProperties: [String: String] = Harness.fastGroupProperties,
+         applyConfig: String = "", setupSQL: String? = nil) throws {
         self.regions = regions
         dbs = try RegionDatabases(regions: regions)
+        if let setupSQL {
+            for r in regions {
+                let c = try dbs.connect(r)
+                defer { c.close() }
+                try c.execute(setupSQL)
+            }
+        }
         dir = NSTemporaryDirectory() + "rr-e2e-" + dbs.database
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         cluster = try TestCluster(partitions: partitions, standaloneIn: standaloneBroker ? dir : nil)
@@ -83,16 +99,16 @@ final class Harness: @unchecked Sendable {
               group_prefix: rr-test
               properties:
                 log_level: "4"
-                session.timeout.ms: "6000"
-                heartbeat.interval.ms: "500"
-            regions:
 
             """
+        for (k, v) in kafkaProperties.sorted(by: { $0.key < $1.key }) { yaml += "    \(k): \"\(v)\"\n" }
+        yaml += "regions:\n"
         for r in regions { yaml += "  - name: \(r)\n    dsn: \"\(dbs.conninfo(r))\"\n" }
         yaml += """
             apply:
               max_batch_events: \(maxBatchEvents)
               max_batch_delay_ms: 20
+            \(applyConfig)
             log:
               level: info
 

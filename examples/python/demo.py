@@ -1,0 +1,48 @@
+"""Runs RegionAwareDataLayer in several regions at once: new messages, an edit, a deletion and a
+session erasure from each region. Prints one JSON line: how many messages every region must
+hold once region-replicator has applied everything.
+
+    python demo.py --brokers HOST:PORT --topic chat.messages \
+        --region us-east-1='host=... dbname=...' --region eu-west-1='...' [...]
+"""
+import argparse
+import asyncio
+import json
+
+from region_aware_data_layer import RegionAwareDataLayer
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--brokers", required=True)
+    parser.add_argument("--topic", default="chat.messages")
+    parser.add_argument("--region", action="append", required=True, help="NAME=DSN")
+    args = parser.parse_args()
+    regions = dict(r.split("=", 1) for r in args.region)
+    config = {name: {"db_primary": dsn, "db_replica": dsn} for name, dsn in regions.items()}
+    layers = {name: RegionAwareDataLayer(name, config, {"bootstrap.servers": args.brokers}, args.topic)
+              for name in regions}
+    live = 0
+    for name, layer in layers.items():
+        session = f"session-{name}"
+        ids = [await layer.write_message(session, "user", f"question {i} from {name} «✓»") for i in range(3)]
+        ids.append(await layer.write_message(session, "assistant", f"answer from {name}",
+                                             attributes={"model": "example-1", "tokens": {"in": 12, "out": 40}}))
+        await layer.edit_message(ids[0], f"question 0 from {name}, edited")
+        await layer.edit_message(ids[0], f"question 0 from {name}, edited twice")
+        await layer.delete_message(ids[1])
+        live += 3
+        # A session that is erased later, with a message created before the erasure.
+        await layer.write_message(f"erase-me-{name}", "user", "to be forgotten")
+    for name, layer in layers.items():
+        await layer.erase_session(f"erase-me-{name}")
+        history = await layer.read_history(f"session-{name}")
+        assert len(history) == 3, history
+    for layer in layers.values():
+        await layer.flush()
+        layer.close()
+    print(json.dumps({"expected_messages": live}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
