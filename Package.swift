@@ -108,7 +108,7 @@ let package = Package(
         ),
 
         // MARK: - Tests
-        .testTarget(name: "KafkaClientTests", dependencies: ["KafkaClient"], swiftSettings: strict),
+        .testTarget(name: "KafkaClientTests", dependencies: ["KafkaClient", "ReplicationCore"], swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore", "KafkaClient"], swiftSettings: strict),
         .testTarget(name: "ReplicatorAppTests", dependencies: ["ReplicatorApp"], swiftSettings: strict),
