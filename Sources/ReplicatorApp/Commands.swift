@@ -6,16 +6,14 @@ import PostgresClient
 import ReplicationCore
 import ServiceLifecycle
 
-/// The version printed by `--version`.
-public let replicatorVersion = "0.1.0"
-
 /// `region-replicator`: the root command.
 public struct RegionReplicatorCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "region-replicator",
         abstract: "Replicates chat-history events from one Kafka topic into every region's Postgres.",
         version: replicatorVersion,
-        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self]
+        subcommands: [Run.self, Migrate.self, CheckConfig.self, Status.self, Replay.self, DeadLetters.self, Verify.self,
+                      Version.self]
     )
 
     public init() {}
@@ -102,13 +100,19 @@ struct Run: AsyncParsableCommand {
         let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
                                logger: logger, redact: { redactor($0) })
         let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
+        var antiEntropy: [any Service] = []
+        if config.verify.enabled {
+            antiEntropy.append(AntiEntropy(targets: config.regions.map { config.verifyTarget($0) }, schema: config.verifySchema,
+                                           topic: config.kafka.topic, settings: config.verify.settings, status: status,
+                                           logger: logger))
+        }
         logger.info("starting", metadata: [
             "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
             "regions": "\(config.regions.map(\.name).joined(separator: ","))"])
         let group = ServiceGroup(configuration: .init(
             // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
-            // the monitors, the HTTP endpoint and the systemd notifier.
-            services: ([systemd, http] + monitors + services).map {
+            // the monitors, continuous verification, the HTTP endpoint and the systemd notifier.
+            services: ([systemd, http] + antiEntropy + monitors + services).map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -114,6 +114,8 @@ public struct ReplicatorConfig: Sendable {
     public var apply: Apply
     public var http: HTTP
     public var log: Log
+    /// Continuous verification (the `verify` section, off by default).
+    public var verify = Verify()
     /// The file this configuration came from (used in error messages).
     public var path: String
 

@@ -30,6 +30,9 @@ public enum MetricsSetup {
         MetricName.lagSampleTimestamp: "Unix time the high watermarks behind the region's lag figures were last read (0: never).",
         MetricName.applyRetries: "Transient apply failures retried for the region.",
         MetricName.buildInfo: "Always 1; the version label is the running region-replicator version.",
+        MetricName.divergentRows: "Rows and tombstones of the region that differ from the other regions and persisted after every region applied the events in flight (continuous verification; sum of the latest result of every slice).",
+        MetricName.verifyLastFullPass: "Unix time continuous verification last finished a full pass over the key space (0: none yet).",
+        MetricName.verifySlices: "Slices of the key space verified by continuous verification, by result (consistent, divergent, failed).",
     ]
 
     private static let registry: PrometheusCollectorRegistry = {

@@ -46,8 +46,9 @@ struct RawConfig {
     var listen: Sourced<String>?
     var level: Sourced<String>?
     var format: Sourced<String>?
+    var verify = RawVerify()
 
-    static let topKeys = ["kafka", "regions", "apply", "http", "log"]
+    static let topKeys = ["kafka", "regions", "apply", "http", "log", "verify"]
     static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "properties"]
 
     /// librdkafka properties the replication guarantees depend on (offsets live in each region's
@@ -74,6 +75,7 @@ struct RawConfig {
         case "apply": applyKeys
         case "http": httpKeys
         case "log": logKeys
+        case "verify": RawVerify.keys
         default: []
         }
     }
@@ -137,6 +139,7 @@ struct RawConfig {
                     default: raw.applyToOrigin = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                     }
                 }
+            case "verify": try raw.verify.parse(entry.node, at: entry.key, walker)
             case "http":
                 for e in try walker.entries(of: entry.node, at: entry.key, known: httpKeys) {
                     raw.listen = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
@@ -359,9 +362,11 @@ struct RawConfig {
             throw fail(format.key, "expected text or json, got \(quoted(format.value))")
         }
 
-        return ReplicatorConfig(
+        var config = ReplicatorConfig(
             kafka: kafka, regions: regions, apply: apply, http: .init(listen: listen.value),
             log: .init(level: logLevel, format: logFormat), path: file)
+        config.verify = try verify.validated(file: file)
+        return config
     }
 
     private static func checkRange(

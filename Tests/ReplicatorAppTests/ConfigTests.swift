@@ -177,7 +177,20 @@ struct ConfigTests {
     @Test func unknownTopLevelKey() {
         let error = failure("kafak:\n  topic: x\n" + Self.minimal)
         #expect(error?.key == "kafak")
-        #expect(error?.description == "\(Self.path): kafak: unknown key (known keys: kafka, regions, apply, http, log)")
+        #expect(error?.description == "\(Self.path): kafak: unknown key (known keys: kafka, regions, apply, http, log, verify)")
+    }
+
+    @Test("verify: off by default; keys parsed and range-checked, naming the key")
+    func verifySection() throws {
+        let defaults = try parse(Self.minimal)
+        #expect(defaults.verify == ReplicatorConfig.Verify())
+        #expect(!defaults.verify.enabled && defaults.verify.intervalSeconds == 600 && defaults.verify.slices == 64)
+        let on = try parse(Self.minimal + "verify:\n  enabled: true\n  interval_seconds: 30\n  slices: 8\n  max_items_per_second: 5000\n  settle_timeout_seconds: 0\n")
+        #expect(on.verify.enabled && on.verify.intervalSeconds == 30 && on.verify.slices == 8)
+        #expect(on.verify.maxItemsPerSecond == 5000 && on.verify.settleTimeoutSeconds == 0)
+        let bad = failure(Self.minimal + "verify:\n  slices: 0\n")
+        #expect(bad?.description == "\(Self.path): verify.slices: must be between 1 and 4096, got 0")
+        #expect(failure(Self.minimal + "verify:\n  enable: true\n")?.key == "verify.enable")
     }
 
     @Test func unknownNestedKey() {

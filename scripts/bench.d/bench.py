@@ -7,7 +7,10 @@ Runs, in one go against the same broker and Postgres servers:
   naive     scripts/bench.d/naive_replicator.py: one INSERT per event     -> events/s
   catch-up  region-replicator draining a backlog of N events, 1 and 3 regions
   re-apply  the same range again onto regions that already hold it
-  steady    a producer at a fixed rate; apply latency p50/p99/max
+  steady    a producer at a fixed rate; apply latency p50/p99/max; the same again while
+            `region-replicator verify` runs in a loop against the same regions
+  verify    `region-replicator verify` on N identical rows x 3 regions, then with 10 scattered
+            differences, beside a naive full download-and-compare of the same tables
   resources daemon CPU (user+sys) per event and peak RSS while draining
 and prints one table and writes the figures as JSON.
 
@@ -317,6 +320,214 @@ def free_port():
 # ---------------------------------------------------------------------------------------------
 # The phases
 
+def steady_phase(world, args, d, pid, http_s, dbs3, mock_brokers, applied, verify_config=None, seed=7):
+    """One steady-state measurement on the running steady daemon. With `verify_config`,
+    `region-replicator verify` runs in a loop meanwhile. Returns (figures, events sent)."""
+    import threading
+    m0 = scrape(http_s)
+    cpu0 = cpu_seconds(pid)
+    t_start = utc_now_text()
+    verifies = {"runs": 0, "seconds": [], "exit_codes": []}
+    stop_verify = threading.Event()
+
+    def verify_loop():
+        while not stop_verify.is_set():
+            t0 = time.monotonic()
+            r = subprocess.run([os.path.join(world.bin, "region-replicator"), "verify", "--config", verify_config, "--json"],
+                               capture_output=True, text=True)
+            verifies["runs"] += 1
+            verifies["seconds"].append(round(time.monotonic() - t0, 3))
+            verifies["exit_codes"].append(r.returncode)
+
+    verifier = threading.Thread(target=verify_loop) if verify_config else None
+    floor = subprocess.Popen([sys.executable, __file__, "--broker-floor", "--brokers", mock_brokers,
+                              "--topic", STEADY_TOPIC, "--partitions", str(args.partitions),
+                              "--steady-seconds", str(args.steady_seconds + 5)],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(1)  # let it assign before the first record
+    if verifier:
+        verifier.start()
+    try:
+        prod = subprocess.run([sys.executable, __file__, "--produce-at-rate", "--brokers", mock_brokers,
+                               "--topic", STEADY_TOPIC, "--rate", str(args.rate), "--seed", str(seed),
+                               "--steady-seconds", str(args.steady_seconds)], capture_output=True, text=True)
+    finally:
+        stop_verify.set()
+        if verifier:
+            verifier.join()
+    if prod.returncode != 0:
+        raise RuntimeError(f"the steady-state producer failed ({prod.returncode}): {prod.stderr[-2000:]}")
+    sent = json.loads(prod.stdout.strip().splitlines()[-1])
+    floor_out = floor.communicate(timeout=120)[0]
+    floor_ms = json.loads(floor_out.strip().splitlines()[-1]) if floor_out.strip() else {}
+    drain(world, d, pid, dbs3, applied + sent["sent"], 120)
+    cpu = cpu_seconds(pid) - cpu0
+    m1 = scrape(http_s)
+    rss_steady = peak_rss_mb(pid)
+    name = "region_replicator_apply_latency_seconds"
+    b0, b1 = histogram(m0, name), histogram(m1, name)
+    indep = []
+    for i, db in dbs3:
+        with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
+            indep += [float(r[0]) for r in c.execute(
+                "SELECT extract(epoch FROM replicated_at - created_at) * 1000 FROM messages WHERE created_at >= %s",
+                (t_start,)).fetchall()]
+    indep.sort()
+
+    def pct(q):
+        return round(indep[min(len(indep) - 1, int(q * len(indep)))], 2) if indep else None
+
+    out = {
+        "rate": args.rate, "sent": sent["sent"], "producer_seconds": sent["seconds"],
+        "daemon_histogram_ms": {"p50": round(1000 * (quantile(b0, b1, 0.5) or 0), 2),
+                                "p99": round(1000 * (quantile(b0, b1, 0.99) or 0), 2),
+                                "count": round(b1.get(float("inf"), 0) - b0.get(float("inf"), 0))},
+        "stamped_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(indep[-1], 2) if indep else None,
+                       "count": len(indep)},
+        # One apply transaction (all regions): where a latency tail comes from the database.
+        "batch_duration_ms": {
+            "p50": round(1000 * (quantile(histogram(m0, "region_replicator_batch_duration_seconds"),
+                                          histogram(m1, "region_replicator_batch_duration_seconds"), 0.5) or 0), 2),
+            "p99": round(1000 * (quantile(histogram(m0, "region_replicator_batch_duration_seconds"),
+                                          histogram(m1, "region_replicator_batch_duration_seconds"), 0.99) or 0), 2)},
+        # The same records seen by a bare consumer without any database: the broker's own share.
+        "broker_floor_ms": floor_ms,
+        "cpu_us_per_event_region": round(cpu / max(3 * sent["sent"], 1) * 1e6, 2),
+        "cpu_percent_of_one_core": round(100 * cpu / max(sent["seconds"], 1e-6), 1),
+        "peak_rss_mb": round(rss_steady, 1),
+    }
+    if verify_config:
+        out["verify_runs"] = verifies["runs"]
+        out["verify_seconds"] = verifies["seconds"]
+        out["verify_exit_codes"] = verifies["exit_codes"]
+    return out, sent["sent"]
+
+
+VERIFY_FILL = """
+INSERT INTO messages (message_id, session_id, role, content, region, created_at, version)
+SELECT md5('m' || i)::uuid, 'sess-' || (i % 20000), CASE WHEN i % 2 = 0 THEN 'user' ELSE 'assistant' END,
+       i || ': ' || repeat(md5(i::text), 6), 'sa-east-1', timestamptz '2026-11-24 00:00:00+00' + i * interval '1 ms',
+       1 + (i % 7 = 0)::int
+FROM generate_series(1, {n}) i;
+INSERT INTO replicator_message_tombstones (message_id, session_id, version, deleted_at)
+SELECT md5('t' || i)::uuid, 'sess-' || (i % 20000), 2, timestamptz '2026-11-25 00:00:00+00' + i * interval '1 ms'
+FROM generate_series(1, {n} / 100) i;
+INSERT INTO replicator_session_tombstones (session_id, deleted_at)
+SELECT 'erased-' || i, timestamptz '2026-11-25 00:00:00+00' + i * interval '1 s' FROM generate_series(1, {n} / 1000) i;
+"""
+
+
+def naive_compare(world, dbs):
+    """Downloads every row and tombstone of every region and compares them in Python."""
+    t0 = time.monotonic()
+    states = []
+    for i, db in dbs:
+        with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
+            rows = {r[0]: r[1:] for r in c.execute(
+                "SELECT message_id, session_id, role, content, region, created_at, version FROM messages")}
+            tombs = {r[0]: r[1] for r in c.execute("SELECT message_id, version FROM replicator_message_tombstones")}
+            sessions = {r[0]: r[1] for r in c.execute("SELECT session_id, deleted_at FROM replicator_session_tombstones")}
+        states.append((rows, tombs, sessions))
+    differing = 0
+    for part in range(3):
+        keys = set().union(*(s[part].keys() for s in states))
+        for k in keys:
+            vals = [s[part].get(k) for s in states]
+            if any(v != vals[0] for v in vals):
+                differing += 1
+    return time.monotonic() - t0, differing
+
+
+def verify_phase(world, args):
+    n = args.verify_rows
+    dbs = [(i, "bench_verify") for i in range(3)]
+    for i, db in dbs:
+        world.create_db(i, db)
+    cfg = world.config("verify", [(i, REGIONS[i], db) for i, db in dbs], free_port())
+    log(f"verify: filling 3 regions with {n} identical rows (+ {n // 100} message and {n // 1000} session tombstones)")
+    import threading
+
+    errors = []
+
+    def fill(i, db):
+        try:
+            with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
+                c.execute(VERIFY_FILL.replace("{n}", str(n)))
+                c.execute("VACUUM ANALYZE")
+                c.execute("CHECKPOINT")
+        except Exception as e:  # re-raised below, in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=fill, args=d) for d in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    with psycopg.connect(world.dsn(*dbs[0]), autocommit=True) as c:
+        if c.execute("SELECT count(*) FROM messages").fetchone()[0] != n:
+            raise RuntimeError("the verify phase's regions were not filled")
+
+    def verify():
+        t0 = time.monotonic()
+        # The regions were filled in SQL, not by a daemon: nothing is in flight, and no region's
+        # stored offsets will ever reach the topic's watermarks, so candidates are re-checked at once.
+        r = subprocess.run([os.path.join(world.bin, "region-replicator"), "verify", "--config", cfg, "--json",
+                            "--settle-timeout", "0"], capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        if r.returncode not in (0, 2):
+            raise RuntimeError(f"verify failed ({r.returncode}): {r.stderr[-2000:]}")
+        return wall, r.returncode, json.loads(r.stdout)
+
+    # Warm each server's cache the same way for both contenders: one untimed verify first.
+    verify()
+    clean_s, clean_rc, clean = verify()
+    naive_clean_s, naive_clean_diff = naive_compare(world, dbs)
+    log(f"  0 differences: verify {clean_s:.2f} s (exit {clean_rc}), naive {naive_clean_s:.2f} s ({naive_clean_diff} differing)")
+    # 10 scattered differences over two regions: missing rows, older versions, extra rows, a
+    # resurrected row and a lost tombstone.
+    plant = [
+        (1, "DELETE FROM messages WHERE message_id = md5('m' || %(a)s)::uuid"),
+        (2, "DELETE FROM messages WHERE message_id = md5('m' || %(b)s)::uuid"),
+        (1, "UPDATE messages SET version = 0 WHERE message_id = md5('m' || %(c)s)::uuid"),
+        (2, "UPDATE messages SET content = 'edited by hand' WHERE message_id = md5('m' || %(d)s)::uuid"),
+        (1, "INSERT INTO messages (message_id, session_id, role, content, region, created_at, version) "
+            "VALUES (md5('x' || %(e)s)::uuid, 'only-here', 'user', 'x', 'sa-east-1', now(), 1)"),
+        (2, "INSERT INTO messages (message_id, session_id, role, content, region, created_at, version) "
+            "VALUES (md5('t' || %(f)s)::uuid, 'sess-1', 'user', 'back', 'sa-east-1', now(), 1)"),
+        (1, "DELETE FROM replicator_message_tombstones WHERE message_id = md5('t' || %(g)s)::uuid"),
+        (2, "DELETE FROM messages WHERE message_id = md5('m' || %(h)s)::uuid"),
+        (1, "UPDATE messages SET version = 0 WHERE message_id = md5('m' || %(i)s)::uuid"),
+        (2, "DELETE FROM replicator_session_tombstones WHERE session_id = 'erased-' || %(j)s"),
+    ]
+    # Spread over the key space (md5 ids): distinct rows, tombstones and sessions.
+    picks = {k: (idx + 1) * (n // 8) - 7 * idx for idx, k in enumerate("abcdehi")}
+    picks["f"], picks["g"] = n // 300, n // 150
+    picks["j"] = max(1, n // 2000)
+    for region, sql in plant:
+        with psycopg.connect(world.dsn(*dbs[region]), autocommit=True) as c:
+            c.execute(sql % picks)
+    diff_s, diff_rc, diff = verify()
+    naive_diff_s, naive_diff = naive_compare(world, dbs)
+    log(f"  10 differences: verify {diff_s:.2f} s (exit {diff_rc}, {len(diff['divergences'])} divergences), "
+        f"naive {naive_diff_s:.2f} s ({naive_diff} differing)")
+    out = {
+        "rows_per_region": n, "regions": 3,
+        "seconds_clean": round(clean_s, 3), "exit_clean": clean_rc, "segments_clean": clean["segments_compared"],
+        "seconds_10_diffs": round(diff_s, 3), "exit_10_diffs": diff_rc,
+        "divergences_reported": len(diff["divergences"]), "items_fetched_10_diffs": diff["items_fetched"],
+        "naive_seconds_clean": round(naive_clean_s, 3), "naive_seconds_10_diffs": round(naive_diff_s, 3),
+        "naive_differing_10_diffs": naive_diff,
+        "speedup_clean": round(naive_clean_s / max(clean_s, 1e-6), 2),
+        "speedup_10_diffs": round(naive_diff_s / max(diff_s, 1e-6), 2),
+    }
+    for i, db in dbs:
+        with psycopg.connect(world.dsn(i, "postgres"), autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}"')
+    return out
+
+
 def run(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     world = World(args)
@@ -324,7 +535,8 @@ def run(args):
     results = {"machine": {"cores": os.cpu_count(), "uptime_load": open("/proc/loadavg").read().split()[:3]},
                "parameters": {"events": n, "steady_rate": args.rate, "steady_seconds": args.steady_seconds,
                               "partitions": args.partitions, "batch_events": args.batch_events,
-                              "batch_delay_ms": args.batch_delay_ms, "quick": args.quick, "build": args.build},
+                              "batch_delay_ms": args.batch_delay_ms, "quick": args.quick, "build": args.build,
+                              "verify_rows": args.verify_rows},
                "started_at": utc_now_text()}
 
     produce_backlog(args.brokers, n, seed=42)
@@ -452,7 +664,6 @@ def run(args):
         http_s = free_port()
         cfg_s = world.config("steady", [(i, REGIONS[i], "bench_3r") for i in range(3)], http_s,
                              brokers=mock_brokers, topic=STEADY_TOPIC, level="info")
-        log(f"steady state: {args.rate} events/s for {args.steady_seconds} s, 3 regions (mock cluster {mock_brokers})")
         d, pid = world.start_daemon(cfg_s, "steady")
         try:
             logpath = os.path.join(world.dir, "daemon-steady.log")
@@ -462,63 +673,26 @@ def run(args):
                     raise RuntimeError("the steady-state daemon did not get its partitions within 60 s")
                 time.sleep(0.2)
             time.sleep(1)
-            m0 = scrape(http_s)
-            cpu0 = cpu_seconds(pid)
-            t_start = utc_now_text()
-            floor = subprocess.Popen([sys.executable, __file__, "--broker-floor", "--brokers", mock_brokers,
-                                      "--topic", STEADY_TOPIC, "--partitions", str(args.partitions),
-                                      "--steady-seconds", str(args.steady_seconds + 5)],
-                                     stdout=subprocess.PIPE, text=True)
-            time.sleep(1)  # let it assign before the first record
-            prod = subprocess.run([sys.executable, __file__, "--produce-at-rate", "--brokers", mock_brokers,
-                                   "--topic", STEADY_TOPIC, "--rate", str(args.rate),
-                                   "--steady-seconds", str(args.steady_seconds)], capture_output=True, text=True)
-            if prod.returncode != 0:
-                raise RuntimeError(f"the steady-state producer failed ({prod.returncode}): {prod.stderr[-2000:]}")
-            sent = json.loads(prod.stdout.strip().splitlines()[-1])
-            floor_out = floor.communicate(timeout=120)[0]
-            floor_ms = json.loads(floor_out.strip().splitlines()[-1]) if floor_out.strip() else {}
-            drain(world, d, pid, dbs3, n + sent["sent"], 120)
-            cpu = cpu_seconds(pid) - cpu0
-            m1 = scrape(http_s)
-            rss_steady = peak_rss_mb(pid)
+            applied = n
+            # The same steady state twice: alone, then with `region-replicator verify` running in
+            # a loop against the same three regions (what an operator's verify costs the applier).
+            for key, with_verify in (("steady_3", False), ("steady_3_verify", True)):
+                log(f"steady state{' with verify running' if with_verify else ''}: {args.rate} events/s for "
+                    f"{args.steady_seconds} s, 3 regions (mock cluster {mock_brokers})")
+                results[key], sent = steady_phase(world, args, d, pid, http_s, dbs3, mock_brokers, applied,
+                                                  verify_config=cfg_s if with_verify else None,
+                                                  seed=8 if with_verify else 7)  # new message ids
+                applied += sent
+                log(f"  {results[key]}")
         finally:
             stop(d, pid)
     finally:
         stop(mock)
-    name = "region_replicator_apply_latency_seconds"
-    b0, b1 = histogram(m0, name), histogram(m1, name)
-    indep = []
-    for i, db in dbs3:
-        with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
-            indep += [float(r[0]) for r in c.execute(
-                "SELECT extract(epoch FROM replicated_at - created_at) * 1000 FROM messages WHERE created_at >= %s",
-                (t_start,)).fetchall()]
-    indep.sort()
 
-    def pct(q):
-        return round(indep[min(len(indep) - 1, int(q * len(indep)))], 2) if indep else None
-
-    results["steady_3"] = {
-        "rate": args.rate, "sent": sent["sent"], "producer_seconds": sent["seconds"],
-        "daemon_histogram_ms": {"p50": round(1000 * (quantile(b0, b1, 0.5) or 0), 2),
-                                "p99": round(1000 * (quantile(b0, b1, 0.99) or 0), 2),
-                                "count": round(b1.get(float("inf"), 0) - b0.get(float("inf"), 0))},
-        "stamped_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(indep[-1], 2) if indep else None,
-                       "count": len(indep)},
-        # One apply transaction (all regions): where a latency tail comes from the database.
-        "batch_duration_ms": {
-            "p50": round(1000 * (quantile(histogram(m0, "region_replicator_batch_duration_seconds"),
-                                          histogram(m1, "region_replicator_batch_duration_seconds"), 0.5) or 0), 2),
-            "p99": round(1000 * (quantile(histogram(m0, "region_replicator_batch_duration_seconds"),
-                                          histogram(m1, "region_replicator_batch_duration_seconds"), 0.99) or 0), 2)},
-        # The same records seen by a bare consumer without any database: the broker's own share.
-        "broker_floor_ms": floor_ms,
-        "cpu_us_per_event_region": round(cpu / max(3 * sent["sent"], 1) * 1e6, 2),
-        "cpu_percent_of_one_core": round(100 * cpu / max(sent["seconds"], 1e-6), 1),
-        "peak_rss_mb": round(rss_steady, 1),
-    }
-    log(f"  {results['steady_3']}")
+    # -- verify: 3 regions of args.verify_rows identical rows, then 10 scattered differences,
+    # beside a naive full download-and-compare of the same tables.
+    results["verify"] = verify_phase(world, args)
+    log(f"  {results['verify']}")
     results["finished_at"] = utc_now_text()
     return results
 
@@ -555,6 +729,17 @@ def table(r):
         f"{'CPU s per 1,000 events: 1r / 3r':44} {c1['cpu_s_per_1000_events']:6.4f} /{c3['cpu_s_per_1000_events']:7.4f}",
         f"{'peak RSS draining, MB: 1r / 3r':44} {c1['peak_rss_mb']:6.1f} /{c3['peak_rss_mb']:6.1f}",
     ]
+    sv, v = r["steady_3_verify"], r["verify"]
+    lines += [
+        f"{'steady + verify looping: p99 hist / stamped (ms)':44} {sv['daemon_histogram_ms']['p99']:6.1f} /"
+        f"{sv['stamped_ms']['p99'] or 0:6.1f}   alone: {st['daemon_histogram_ms']['p99']:.1f} / {st['stamped_ms']['p99'] or 0:.1f}"
+        f" ({sv.get('verify_runs', 0)} verify runs)",
+        f"{'verify ' + format(v['rows_per_region'], ',') + ' rows × 3, 0 diffs (s)':44} {v['seconds_clean']:14.2f}   "
+        f"naive {v['naive_seconds_clean']:.2f} s = {v['speedup_clean']:.1f} × slower",
+        f"{'verify, 10 scattered diffs (s)':44} {v['seconds_10_diffs']:14.2f}   "
+        f"naive {v['naive_seconds_10_diffs']:.2f} s = {v['speedup_10_diffs']:.1f} × slower; "
+        f"{v['divergences_reported']} divergences named",
+    ]
     return "\n".join(lines)
 
 
@@ -576,6 +761,8 @@ def main():
     ap.add_argument("--batch-events", type=int, default=1000)
     ap.add_argument("--batch-delay-ms", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--verify-rows", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--build", default="release")
@@ -584,7 +771,7 @@ def main():
         broker_floor(args.brokers, args.topic, args.partitions, args.steady_seconds)
         return 0
     if args.produce_at_rate:
-        produce_at_rate(args.brokers, args.topic, args.rate, args.steady_seconds, seed=7)
+        produce_at_rate(args.brokers, args.topic, args.rate, args.steady_seconds, seed=args.seed)
         return 0
     results = run(args)
     text = table(results)

@@ -12,6 +12,9 @@ REQUIRED = {
     "catchup_3": ["total_events_per_s", "min_region_events_per_s", "cpu_us_per_event_region", "peak_rss_mb"],
     "reapply_3": ["total_events_per_s", "min_region_events_per_s", "cpu_us_per_event_region"],
     "steady_3": ["rate", "sent", "cpu_us_per_event_region", "peak_rss_mb"],
+    "steady_3_verify": ["rate", "sent", "cpu_us_per_event_region", "verify_runs"],
+    "verify": ["rows_per_region", "seconds_clean", "seconds_10_diffs", "naive_seconds_clean", "naive_seconds_10_diffs",
+               "speedup_clean", "speedup_10_diffs", "divergences_reported"],
 }
 
 
@@ -27,12 +30,17 @@ def main(path):
         for k in keys:
             if not number(r.get(section, {}).get(k)):
                 problems.append(f"{section}.{k} is not a number: {r.get(section, {}).get(k)!r}")
-    for q in ("p50", "p99"):
-        if not number(r.get("steady_3", {}).get("daemon_histogram_ms", {}).get(q)):
-            problems.append(f"steady_3.daemon_histogram_ms.{q} missing")
-    for q in ("p50", "p99", "max"):
-        if not number(r.get("steady_3", {}).get("stamped_ms", {}).get(q)):
-            problems.append(f"steady_3.stamped_ms.{q} missing")
+    for steady in ("steady_3", "steady_3_verify"):
+        for q in ("p50", "p99"):
+            if not number(r.get(steady, {}).get("daemon_histogram_ms", {}).get(q)):
+                problems.append(f"{steady}.daemon_histogram_ms.{q} missing")
+        for q in ("p50", "p99", "max"):
+            if not number(r.get(steady, {}).get("stamped_ms", {}).get(q)):
+                problems.append(f"{steady}.stamped_ms.{q} missing")
+    v = r.get("verify", {})
+    if v.get("exit_clean") != 0 or v.get("exit_10_diffs") != 2:
+        problems.append(f"verify exit codes: {v.get('exit_clean')!r} with 0 differences (want 0), "
+                        f"{v.get('exit_10_diffs')!r} with 10 (want 2)")
     for section in ("catchup_3", "reapply_3"):
         if len(r.get(section, {}).get("per_region", {})) != 3:
             problems.append(f"{section}.per_region does not have 3 regions")
