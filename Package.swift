@@ -4,6 +4,8 @@ import PackageDescription
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
+    // Our own targets only (never a dependency's): a warning fails the build.
+    .unsafeFlags(["-warnings-as-errors"]),
 ]
 
 let package = Package(
@@ -109,6 +111,8 @@ let package = Package(
         ),
 
         // MARK: - Tests
+        .testTarget(name: "KafkaClientTests", dependencies: ["KafkaClient", "ReplicationCore"], swiftSettings: strict),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore", "KafkaClient"], swiftSettings: strict),
         .testTarget(name: "ReplicatorAppTests", dependencies: ["ReplicatorApp"], swiftSettings: strict),
         .testTarget(

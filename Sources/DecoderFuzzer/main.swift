@@ -10,11 +10,12 @@
 // `DecoderFuzzer FILE|DIR...` prints each input's outcome, so a crash file the fuzzer saved
 // can be replayed under a debugger, and the target always compiles and links with the package.
 import Foundation
-import ReplicationCore
+@_spi(Fuzzing) import ReplicationCore
 
 /// One input: the decoder must return (no trap, no hang) and its answer must respect the
 /// contract — a failure carries one of the documented reasons and a short, single-line message;
-/// a success satisfies every limit of docs/events.md. Decoding is deterministic.
+/// a success satisfies every limit of docs/events.md. Decoding is deterministic, and the two
+/// parsers (the fast path and Foundation) reach the same decision on every input both take.
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
@@ -40,6 +41,20 @@ func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         }
     }
     precondition(EventDecoder.decode(bytes) == result, "decoding is not deterministic")
+    // One decoding truth: where the fast path takes an input, Foundation's path must reach the
+    // same decision — accept with an equal event, or reject (each with its documented reason).
+    if let both = EventDecoder.decodeOnBothPaths(bytes) {
+        switch (both.fast, both.foundation) {
+        case (.success(let a), .success(let b)):
+            precondition(a == b, "the fast path and Foundation decode different events: \(a) vs \(b)")
+        case (.failure, .failure):
+            break
+        case (.success(let a), .failure(let e)):
+            preconditionFailure("the fast path accepts (\(a)), Foundation rejects: \(e)")
+        case (.failure(let e), .success(let b)):
+            preconditionFailure("the fast path rejects (\(e)), Foundation accepts: \(b)")
+        }
+    }
     return 0
 }
 
@@ -74,9 +89,10 @@ for path in files {
         exit(66)
     }
     _ = data.withUnsafeBytes { fuzzOneInput($0.bindMemory(to: UInt8.self).baseAddress, data.count) }
+    let both = EventDecoder.decodeOnBothPaths(Array(data)) == nil ? "" : " (fast path and Foundation agree)"
     switch EventDecoder.decode(Array(data)) {
-    case .success: print("\(path): ok")
-    case .failure(let error): print("\(path): \(error)")
+    case .success: print("\(path): ok\(both)")
+    case .failure(let error): print("\(path): \(error)\(both)")
     }
 }
 #endif

@@ -21,6 +21,9 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// What one poll produced.
     public enum PollResult: Sendable {
         case record(KafkaRecord)
+        /// The consumer reached the end of a partition's log (only with `enable.partition.eof`):
+        /// `offset` is the next offset that partition will have.
+        case endOfPartition(TopicPartitionOffset)
         /// A consumer error. `isFatal` means this consumer instance cannot go on.
         case error(KafkaError, isFatal: Bool)
     }
@@ -193,6 +196,10 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Copies one message out of librdkafka's buffers (`topicCache` saves a String per record).
     private func convert(_ msg: UnsafeMutablePointer<rd_kafka_message_t>, topicCache: inout (OpaquePointer, String)?) -> PollResult {
         let m = msg.pointee
+        if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+            let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+            return .endOfPartition(TopicPartitionOffset(topic: topic, partition: m.partition, offset: m.offset))
+        }
         if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
             var fatal = m.err == RD_KAFKA_RESP_ERR__FATAL
             var error = KafkaError(m.err, context: "consume")

@@ -74,14 +74,7 @@ public final class AntiEntropy: Service, @unchecked Sendable {
 
     public func run() async throws {
         await withGracefulShutdownAndCancellation(onStop: { self.stopRequested.store(true, ordering: .relaxed) }) {
-            await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
-                let t = Thread {
-                    self.loop()
-                    cont.resume()
-                }
-                t.name = "anti-entropy"
-                t.start()
-            }
+            await BlockingThread.run(name: "anti-entropy") { self.loop() }
         }
     }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Capped exponential backoff with full jitter.
 public struct Backoff: Sendable {
     public var initial: Duration
@@ -17,4 +19,20 @@ public struct Backoff: Sendable {
         return base * Double.random(in: 0.5...1.0)
     }
 
+    /// Waits out `delay` on the calling (dedicated, blocking) thread in slices of at most
+    /// `slice`, calling `tick` before each slice (heartbeats), and gives up early once `stop()`
+    /// says so. Never call it on Swift's cooperative pool.
+    /// - Returns: false when `stop()` ended the wait.
+    @discardableResult
+    public static func wait(_ delay: Duration, slice: Duration = .milliseconds(50),
+                            stop: () -> Bool, tick: () -> Void = {}) -> Bool {
+        let until = ContinuousClock.now.advanced(by: delay)
+        while ContinuousClock.now < until {
+            if stop() { return false }
+            tick()
+            let left = until - ContinuousClock.now
+            Thread.sleep(forTimeInterval: max(0.001, min(slice, left).seconds))
+        }
+        return !stop()
+    }
 }

@@ -78,6 +78,22 @@ public enum EventDecoder {
         return try decodeWithFoundation(value)
     }
 
+    /// The two parsers on one input, for the fuzzer's differential check (`scripts/fuzz`): the
+    /// fast path's answer and Foundation's for the same bytes. nil when the fast path does not
+    /// take the input (no value, not UTF-8, or a shape it leaves to Foundation), so only
+    /// Foundation decides.
+    @_spi(Fuzzing)
+    public static func decodeOnBothPaths(_ value: [UInt8])
+        -> (fast: Result<Event, DecodeError>, foundation: Result<Event, DecodeError>)? {
+        guard !value.isEmpty, String(validating: value, as: UTF8.self) != nil,
+              let values = value.withUnsafeBufferPointer({ scanSimpleObject($0) }) else { return nil }
+        func result(_ body: () throws(DecodeError) -> Event) -> Result<Event, DecodeError> {
+            do throws(DecodeError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return (result { () throws(DecodeError) in try Validator(values: values).event() },
+                result { () throws(DecodeError) in try decodeWithFoundation(value) })
+    }
+
     /// The general path: Foundation's `JSONDecoder`, then the same validation.
     static func decodeWithFoundation(_ value: [UInt8]) throws(DecodeError) -> Event {
         let envelope: Envelope

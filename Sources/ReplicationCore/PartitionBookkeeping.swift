@@ -95,9 +95,6 @@ public struct PartitionBookkeeping: Sendable {
     /// The stored next offset the pipeline believes for `partition` (nil when not owned).
     public func committed(_ partition: Int32) -> NextOffset? { partitions[partition]?.committed }
 
-    /// The next offset to accept for `partition` (nil when not owned).
-    public func nextToAccept(_ partition: Int32) -> NextOffset? { partitions[partition]?.accept }
-
     /// The stored next offsets the region must hold for `partitions` when a batch of them
     /// commits (nil: no row); unresolved partitions are left out.
     public func expectedStored(for partitions: some Sequence<Int32>) -> [Int32: Int64?] {

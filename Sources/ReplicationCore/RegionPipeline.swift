@@ -146,19 +146,15 @@ public final class RegionPipeline: @unchecked Sendable {
     /// - Throws: ``PipelineError`` on a fatal Kafka error.
     public func run() async throws {
         let result: Result<Void, PipelineError> = await withGracefulShutdownAndCancellation(onStop: { self.requestStop() }) {
-            await withCheckedContinuation { (cont: CheckedContinuation<Result<Void, PipelineError>, Never>) in
-                let thread = Thread {
-                    do {
-                        try self.loop()
-                        cont.resume(returning: .success(()))
-                    } catch let e as PipelineError {
-                        cont.resume(returning: .failure(e))
-                    } catch {
-                        cont.resume(returning: .failure(PipelineError(description: "\(error)")))
-                    }
+            await BlockingThread.run(name: "region-\(settings.region)") { () -> Result<Void, PipelineError> in
+                do {
+                    try self.loop()
+                    return .success(())
+                } catch let e as PipelineError {
+                    return .failure(e)
+                } catch {
+                    return .failure(PipelineError(description: "\(error)"))
                 }
-                thread.name = "region-\(settings.region)"
-                thread.start()
             }
         }
         try result.get()
@@ -262,6 +258,8 @@ public final class RegionPipeline: @unchecked Sendable {
             switch result {
             case .record(let r):
                 records.append(r)
+            case .endOfPartition:
+                break  // not enabled for the daemon's consumer
             case .error(let e, let fatal):
                 if fatal { throw PipelineError.fatalKafka(e, region: settings.region, groupInstanceID: settings.groupInstanceID) }
                 // librdkafka reports every failed connection attempt; one line per 30 s is enough.
@@ -546,8 +544,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private func ensureConnectedOnce() throws -> PostgresConnection {
         if let db, db.isOpen { return db }
         db = nil
-        let c = try PostgresConnection(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)")
-        try c.execute("SET jit = off; SET work_mem = '32MB'; SET statement_timeout = '60s'")
+        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)")
         let (missing, tables) = try Schema.check(c, table: settings.table)
         if !missing.isEmpty {
             c.close()
@@ -585,11 +582,7 @@ public final class RegionPipeline: @unchecked Sendable {
                                         problem: schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)")
                 heartbeat()
                 logger.warning("region database unavailable, retrying", metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])
-                let until = ContinuousClock.now.advanced(by: delay)
-                while ContinuousClock.now < until && !stopping {
-                    heartbeat()
-                    Thread.sleep(forTimeInterval: min(0.5, max(0.001, (until - ContinuousClock.now).seconds)))
-                }
+                Backoff.wait(delay, slice: .milliseconds(500), stop: { stopping }, tick: heartbeat)
             }
         }
     }

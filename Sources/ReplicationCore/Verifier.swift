@@ -1,5 +1,5 @@
 import Foundation
-public import PostgresClient
+import PostgresClient
 import Synchronization
 
 /// One region to compare.

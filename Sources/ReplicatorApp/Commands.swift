@@ -159,7 +159,7 @@ struct Migrate: AsyncParsableCommand {
         for r in regions {
             let target = PostgresConnection.describe(r.dsn.value)
             do {
-                let report = try await onBlockingThread { [alterExistingTable] in
+                let report = try await BlockingThread.run(name: "migrate") { [alterExistingTable] in
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
                     defer { db.close() }
                     return try Schema.migrate(db, table: config.apply.table, columns: config.apply.columns,
@@ -167,7 +167,7 @@ struct Migrate: AsyncParsableCommand {
                 }
                 for line in report.done { print("region \(r.name): \(line)") }
                 for note in report.notes { print("region \(r.name): note: \(note)") }
-                if let tz = try? await onBlockingThread({
+                if let tz = try? await BlockingThread.run(name: "migrate", {
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
                     defer { db.close() }
                     return try Schema.timeZoneWarning(db)
@@ -215,7 +215,7 @@ struct CheckConfig: AsyncParsableCommand {
         }
         var unreachable = false
         var tableProblems = false
-        let kafkaStatus: String = await onBlockingThread { [timeout] in
+        let kafkaStatus: String = await BlockingThread.run(name: "check-config") { [timeout] in
             // librdkafka's lines go to the trail (for the root cause) and to the logger at debug.
             let trail = KafkaErrorTrail()
             do {
@@ -234,7 +234,7 @@ struct CheckConfig: AsyncParsableCommand {
         if !kafkaStatus.hasPrefix("ok") { unreachable = true }
         rows.append(("kafka", config.kafka.brokers, kafkaStatus))
         for r in config.regions {
-            let (status, problems, warnings): (String, [Schema.TableProblem], [String]) = await onBlockingThread { [timeout] in
+            let (status, problems, warnings): (String, [Schema.TableProblem], [String]) = await BlockingThread.run(name: "check-config") { [timeout] in
                 do {
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator check-config",
                                                     connectTimeoutSeconds: timeout, queryTimeout: .seconds(timeout))
@@ -268,18 +268,5 @@ struct CheckConfig: AsyncParsableCommand {
         var table = TextTable(header: ["COMPONENT", "TARGET", "STATUS"])
         for (component, target, status) in rows { table.append([component, target, status]) }
         print(redact(table.rendered), terminator: "")
-    }
-}
-
-/// Runs blocking C calls (libpq, librdkafka) on a fresh thread, off Swift's cooperative pool.
-func onBlockingThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { cont in
-        Thread { cont.resume(with: Result { try body() }) }.start()
-    }
-}
-
-func onBlockingThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { cont in
-        Thread { cont.resume(returning: body()) }.start()
     }
 }

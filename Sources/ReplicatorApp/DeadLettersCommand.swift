@@ -32,7 +32,7 @@ struct DeadLetterTarget: ParsableArguments {
     /// Connects to the region, or exits 69 saying which region could not be reached.
     static func connect(_ config: ReplicatorConfig, _ region: ReplicatorConfig.Region, purpose: String) async throws -> PostgresConnection {
         do {
-            return try await onBlockingThread {
+            return try await BlockingThread.run(name: "dead-letters") {
                 try PostgresConnection(conninfo: region.dsn.value, applicationName: "region-replicator dead-letters \(purpose)")
             }
         } catch {
@@ -79,7 +79,7 @@ struct DeadLettersList: AsyncParsableCommand {
         let all = self.all
         let entries: [Entry]
         do {
-            entries = try await onBlockingThread {
+            entries = try await BlockingThread.run(name: "dead-letters") {
                 try db.query("""
                     SELECT id, topic, partition, "offset",
                            to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -144,7 +144,7 @@ struct DeadLettersRetry: AsyncParsableCommand {
         let id = self.id
         let table = config.apply.table, regionName = region.name, applyToOrigin = config.apply.applyToOrigin
         let columns = config.apply.columns
-        let result: Result<DeadLetterRetrier.Summary, PostgresError> = await onBlockingThread {
+        let result: Result<DeadLetterRetrier.Summary, PostgresError> = await BlockingThread.run(name: "dead-letters") {
             do throws(PostgresError) {
                 // Schema-qualified bookkeeping tables, as the daemon names them.
                 let tables = try Schema.check(db, table: table).tables

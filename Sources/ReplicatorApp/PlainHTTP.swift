@@ -28,7 +28,7 @@ private let sendFlags: Int32 = 0
 ///   time (libcurl4, libnghttp2, librtmp, libssh2, libpsl, brotli, …), a dependency the
 ///   installed binary does not have today, and +4.6 MB RSS.
 ///
-/// - Important: Blocking: call it off Swift's cooperative pool (``onBlockingThread(_:)``).
+/// - Important: Blocking: call it off Swift's cooperative pool (``BlockingThread``).
 enum PlainHTTP {
     struct Request: Sendable {
         var method: String

@@ -97,7 +97,7 @@ struct Replay: AsyncParsableCommand {
         defer { interrupts.cancel() }
         let display = ProgressDisplay(region: target.name, terminal: isatty(1) == 1)
 
-        let outcome: Result<ReplaySummary, ReplayError> = await onBlockingThread {
+        let outcome: Result<ReplaySummary, ReplayError> = await BlockingThread.run(name: "replay") {
             do throws(ReplayError) {
                 return .success(try job.run(progress: { display.update($0) },
                                             notice: { display.notice(redact($0)) }))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ReplicationCore
 import Yams
 
 // MARK: - status
@@ -36,7 +37,7 @@ struct Status: AsyncParsableCommand {
                                         timeout: .seconds(timeout))
         let response: PlainHTTP.Response
         do {
-            response = try await onBlockingThread { try PlainHTTP.perform(request) }
+            response = try await BlockingThread.run(name: "status-http") { try PlainHTTP.perform(request) }
         } catch {
             printError("cannot reach the daemon at \(target.display)/lag: \(error) (is `region-replicator run` running, and is http.listen \(url == nil ? "in \(config ?? ReplicatorConfig.defaultPath) " : "")right?)")
             throw ExitCode.unavailable

@@ -151,7 +151,7 @@ public struct SystemdService: Service {
     /// Re-reads the configuration file and applies its `log.level` (SIGHUP).
     private func reloadLogLevel() async {
         let path = configPath
-        let loaded: Result<ReplicatorConfig, ConfigError> = await onBlockingThread {
+        let loaded: Result<ReplicatorConfig, ConfigError> = await BlockingThread.run(name: "config-reload") {
             Result { () throws(ConfigError) in try ReplicatorConfig.load(path: path) }
         }
         let old = LoggingSetup.currentLevel

@@ -61,7 +61,7 @@ struct Verify: AsyncParsableCommand {
         let kafka = config.kafkaConfiguration
         let topic = config.kafka.topic
         let (repair, dryRun) = (self.repair, self.dryRun)
-        let result: Result<(Verifier.Outcome, [Verifier.RepairResult]?), VerifyError> = await onBlockingThread {
+        let result: Result<(Verifier.Outcome, [Verifier.RepairResult]?), VerifyError> = await BlockingThread.run(name: "verify") {
             defer { verifier.close() }
             do throws(VerifyError) {
                 let outcome = try verifier.run(watermarks: { Self.highWatermarks(kafka, topic: topic) })

@@ -50,7 +50,7 @@ struct CrashRestartTests {
         print(line)
         if let path = ProcessInfo.processInfo.environment["RR_RESTART_REPORT"],
            let handle = FileHandle(forWritingAtPath: path) ?? {
-               FileManager.default.createFile(atPath: path, contents: nil)
+               _ = FileManager.default.createFile(atPath: path, contents: nil)
                return FileHandle(forWritingAtPath: path)
            }() {
             handle.seekToEndOfFile()

@@ -1,4 +1,5 @@
 import Foundation
+import ReplicationCore
 import Testing
 
 @testable import ReplicatorApp
@@ -169,9 +170,7 @@ struct DocsTests {
 
     /// Runs blocking work on a thread of its own and waits for it without blocking a thread.
     static func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try body() }) }.start()
-        }
+        try await BlockingThread.run(name: "docs-tests", body)
     }
 
     /// `git ls-files` when the root is a git work tree, else every file below the root except

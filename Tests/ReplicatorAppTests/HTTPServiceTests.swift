@@ -48,7 +48,7 @@ struct HTTPServiceTests {
 
     func request(_ port: Int, _ path: String, method: String = "GET", headers: [(String, String)] = [],
                  body: [UInt8] = []) async throws -> PlainHTTP.Response {
-        try await onBlockingThread {
+        try await BlockingThread.run(name: "http-test-client") {
             try PlainHTTP.perform(.init(method: method, host: "127.0.0.1", port: port, path: path, timeout: .seconds(10),
                                         headers: headers, body: body))
         }

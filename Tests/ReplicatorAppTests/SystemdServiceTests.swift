@@ -108,7 +108,7 @@ struct SystemdNotifyPlannerTests {
 
 /// Runs a blocking call on its own thread, keeping the cooperative pool free for the service.
 private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { c in Thread { c.resume(returning: body()) }.start() }
+    await BlockingThread.run(name: "notify-socket", body)
 }
 
 @Suite("SystemdService over a real datagram socket")
