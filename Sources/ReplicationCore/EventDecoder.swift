@@ -102,16 +102,13 @@ public enum EventDecoder {
         } catch let error as DecodeError {
             throw error
         } catch {
-            let summary = jsonErrorSummary(error)
-            // This Foundation gives no position for syntax errors, only a generic sentence; the
-            // one cause worth telling apart (hostile input) is nesting beyond its limit.
+            // The one cause worth naming apart (hostile input), nesting beyond the limit, is found
+            // by our own scan; otherwise Foundation's summary is only quoted, never interpreted.
             let detail: String
-            if !summary.hasPrefix("The given data was not valid JSON") {
-                detail = summary
-            } else if let offset = value.withUnsafeBufferPointer({ firstOffsetNestedDeeper(than: maxNestingDepth, $0) }) {
+            if let offset = value.withUnsafeBufferPointer({ firstOffsetNestedDeeper(than: maxNestingDepth, $0) }) {
                 detail = "arrays/objects nested deeper than \(maxNestingDepth) levels, at byte \(offset)"
             } else {
-                detail = "a syntax error"
+                detail = jsonErrorSummary(error)
             }
             throw DecodeError(reason: "invalid_json", message: "the record value is not valid JSON (\(detail))")
         }
@@ -122,6 +119,14 @@ public enum EventDecoder {
         }
 
         var values = envelope.values
+        for field in Field.allCases {
+            // A literal Foundation refused that is a well-formed JSON number is one out of range
+            // (e.g. `1e400`), not a malformed one: decided by the JSON grammar, not by error text.
+            guard case .malformed? = values[field],
+                  let literal = value.withUnsafeBufferPointer({ topLevelScalarText(forKey: field.rawValue, $0) }),
+                  isJSONNumber(literal) else { continue }
+            values[field] = .number(nil)
+        }
         if values[.attributes] == .object {
             guard let text = value.withUnsafeBufferPointer({ topLevelObjectText(forKey: Field.attributes.rawValue, $0) }) else {
                 throw DecodeError(reason: "invalid_json", message: "field `attributes`: its object could not be delimited")
@@ -246,10 +251,9 @@ public enum EventDecoder {
                 return .number(try c.decode(Double.self, forKey: key))
             } catch DecodingError.typeMismatch {
             } catch {
-                // Foundation's (internal) JSONError says whether the literal is well-formed but too
-                // big, or malformed; only its case name tells them apart.
-                let summary = EventDecoder.jsonErrorSummary(error)
-                return summary.hasPrefix("numberIsNotRepresentable") ? .number(nil) : .malformed(detail: summary)
+                // Well-formed but beyond a Double, or malformed: `decodeWithFoundation` tells the
+                // two apart by the literal's own grammar (never by Foundation's error text).
+                return .malformed(detail: EventDecoder.jsonErrorSummary(error))
             }
             if (try? c.nestedContainer(keyedBy: AnyKey.self, forKey: key)) != nil { return .object }
             if (try? c.nestedUnkeyedContainer(forKey: key)) != nil { return .array }
@@ -620,6 +624,44 @@ public enum EventDecoder {
             return false
         }
         return found
+    }
+
+    /// The literal text (not a string, object or array) that is the value of top-level `key` in
+    /// `b`, trimmed; nil when the key is absent or its value is not a bare literal.
+    static func topLevelScalarText(forKey key: String, _ b: UnsafeBufferPointer<UInt8>) -> String? {
+        var found: String?
+        forEachTopLevelKey(b) { k, afterKey in
+            guard k == key else { return true }
+            var i = afterKey
+            func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
+            while i < b.count, isSpace(b[i]) || b[i] == UInt8(ascii: ":") { i += 1 }
+            let start = i
+            while i < b.count, !isSpace(b[i]), b[i] != UInt8(ascii: ","), b[i] != UInt8(ascii: "}") { i += 1 }
+            guard start < i, ![UInt8(ascii: "\""), UInt8(ascii: "{"), UInt8(ascii: "[")].contains(b[start]) else { return false }
+            found = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+            return false
+        }
+        return found
+    }
+
+    /// Whether `text` is a number by the JSON grammar (RFC 8259 §6):
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    static func isJSONNumber(_ text: String) -> Bool {
+        var u = Array(text.utf8)[...]
+        func digits() -> Int {
+            let n = u.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }.count
+            u = u.dropFirst(n)
+            return n
+        }
+        if u.first == UInt8(ascii: "-") { u = u.dropFirst() }
+        if u.first == UInt8(ascii: "0") { u = u.dropFirst() } else if digits() == 0 { return false }
+        if u.first == UInt8(ascii: ".") { u = u.dropFirst(); if digits() == 0 { return false } }
+        if u.first == UInt8(ascii: "e") || u.first == UInt8(ascii: "E") {
+            u = u.dropFirst()
+            if u.first == UInt8(ascii: "+") || u.first == UInt8(ascii: "-") { u = u.dropFirst() }
+            if digits() == 0 { return false }
+        }
+        return u.isEmpty
     }
 
     /// Calls `visit` with every key of the top-level object of `b` (valid JSON, unescaped) and the

@@ -57,14 +57,7 @@ public final class LagMonitor: Service, @unchecked Sendable {
 
     public func run() async throws {
         await withGracefulShutdownAndCancellation(onStop: { self.stopRequested.store(true, ordering: .relaxed) }) {
-            await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
-                let t = Thread {
-                    self.loop()
-                    cont.resume()
-                }
-                t.name = "lag-\(settings.region)"
-                t.start()
-            }
+            await BlockingThread.run(name: "lag-\(settings.region)") { self.loop() }
         }
     }
 
