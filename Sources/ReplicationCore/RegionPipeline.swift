@@ -1,82 +1,8 @@
 import Foundation
-public import KafkaClient
+import KafkaClient
 public import Logging
 import PostgresClient
 import Synchronization
-
-/// Everything one region's pipeline needs to know.
-public struct PipelineSettings: Sendable {
-    public var region: String
-    /// libpq conninfo (may hold a password; never logged).
-    public var conninfo: String
-    public var kafka: KafkaConfiguration
-    public var topic: String
-    public var consumerGroup: String
-    public var table: TableName
-    public var applyToOrigin: Bool
-    public var maxBatchEvents: Int
-    public var maxBatchDelay: Duration
-    /// Most record key + value bytes in one apply transaction.
-    public var maxBatchBytes: Int
-    /// Static group membership: this region consumer's `group.instance.id` (nil: dynamic).
-    public var groupInstanceID: String?
-
-    /// librdkafka properties of each region's consumer that differ from librdkafka's defaults;
-    /// `kafka.properties` overrides them. A dead member (a SIGKILLed instance) holds its
-    /// partitions until its session times out: 10 s instead of librdkafka's 45 s.
-    public static let consumerDefaults: [(String, String)] = [("session.timeout.ms", "10000")]
-
-    /// Event field → column of ``table``.
-    public var columns: MessageColumns = .standard
-
-    public init(region: String, conninfo: String, kafka: KafkaConfiguration, topic: String, consumerGroup: String,
-                table: TableName, applyToOrigin: Bool, maxBatchEvents: Int, maxBatchDelay: Duration,
-                maxBatchBytes: Int = 8 << 20, groupInstanceID: String? = nil) {
-        self.region = region
-        self.conninfo = conninfo
-        self.kafka = kafka
-        self.topic = topic
-        self.consumerGroup = consumerGroup
-        self.table = table
-        self.applyToOrigin = applyToOrigin
-        self.maxBatchEvents = maxBatchEvents
-        self.maxBatchDelay = maxBatchDelay
-        self.maxBatchBytes = maxBatchBytes
-        self.groupInstanceID = groupInstanceID
-    }
-
-    /// The properties of the region's group consumer: ``consumerDefaults``, then the user's,
-    /// then `group.instance.id`.
-    public var consumerConfiguration: KafkaConfiguration {
-        var conf = KafkaConfiguration(Self.consumerDefaults)
-        for (k, v) in kafka.properties { conf.set(k, v) }
-        if let groupInstanceID { conf.set("group.instance.id", groupInstanceID) }
-        return conf
-    }
-}
-
-/// A fatal condition that stops the daemon (Kafka fatal error; never a database outage).
-public struct PipelineError: Error, CustomStringConvertible {
-    public var description: String
-    /// The configuration is at fault (restarting cannot help): the daemon exits 78.
-    public var isConfigurationProblem = false
-
-    public init(description: String, isConfigurationProblem: Bool = false) {
-        self.description = description
-        self.isConfigurationProblem = isConfigurationProblem
-    }
-
-    /// A fatal error of `region`'s consumer. The broker fencing a static member means another
-    /// running instance has the same `kafka.group_instance_id`: a configuration error.
-    public static func fatalKafka(_ error: KafkaError, region: String, groupInstanceID: String?) -> PipelineError {
-        if error.code == .fencedInstanceID {
-            return PipelineError(description: "region \(region): the broker fenced this consumer (group.instance.id \(groupInstanceID ?? "?")): "
-                + "another running instance has the same kafka.group_instance_id; give every instance its own (\(error))",
-                isConfigurationProblem: true)
-        }
-        return PipelineError(description: "region \(region): fatal Kafka error: \(error)")
-    }
-}
 
 /// One region's replication pipeline: its own consumer (group `<prefix>.<region>`), its own
 /// database connection, its own thread.

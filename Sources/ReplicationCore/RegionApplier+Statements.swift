@@ -1,0 +1,130 @@
+import Foundation
+
+/// The SQL text, built once per table name.
+struct Statements {
+    let lock: String
+    let sessionTombstones: String
+    let messageTombstones: String
+    let upserts: String
+    let deadLetters: String
+    let offsets: String
+    let offsetCheck: String
+
+    init(table: TableName, tables b: BookkeepingTables, columns c: MessageColumns) {
+        let t = table.quoted
+        let q = MessageColumns.quote
+        let id = q(c.messageID), session = q(c.sessionID), created = q(c.createdAt), version = q(c.version)
+        lock = "SELECT pg_advisory_xact_lock(hashtext('region-replicator apply ' || $$\(table.description)$$))"
+        // Applied = the tombstone moved forward; the delete removes what it covers either way.
+        sessionTombstones = """
+            WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(session_id, deleted_at, i)),
+            t AS (INSERT INTO \(b.sessionTombstones) AS t (session_id, deleted_at)
+                  SELECT session_id, deleted_at FROM s
+                  ON CONFLICT (session_id) DO UPDATE SET deleted_at = excluded.deleted_at
+                  WHERE t.deleted_at < excluded.deleted_at
+                  RETURNING t.session_id),
+            d AS (DELETE FROM \(t) m USING s WHERE m.\(session) = s.session_id AND m.\(created) <= s.deleted_at
+                  RETURNING 1)
+            SELECT (SELECT count(*) FROM t),
+                   (SELECT count(*) FROM s JOIN \(b.sessionTombstones) o
+                      ON o.session_id = s.session_id AND o.deleted_at = s.deleted_at),
+                   (SELECT string_agg(s.i::text, ',') FROM t JOIN s USING (session_id)),
+                   (SELECT count(*) FROM d)
+            """
+        messageTombstones = """
+            WITH d AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[]) WITH ORDINALITY
+                       AS d(message_id, session_id, version, deleted_at, i)),
+            t AS (INSERT INTO \(b.messageTombstones) AS t (message_id, session_id, version, deleted_at)
+                  SELECT message_id, session_id, version, deleted_at FROM d
+                  ON CONFLICT (message_id) DO UPDATE
+                  SET version = excluded.version, session_id = excluded.session_id, deleted_at = excluded.deleted_at
+                  WHERE t.version < excluded.version
+                  RETURNING t.message_id),
+            x AS (DELETE FROM \(t) m USING d WHERE m.\(id) = d.message_id AND m.\(version) <= d.version
+                  RETURNING 1)
+            SELECT (SELECT count(*) FROM t),
+                   (SELECT count(*) FROM d JOIN \(b.messageTombstones) o
+                      ON o.message_id = d.message_id AND o.version = d.version),
+                   (SELECT string_agg(d.i::text, ',') FROM t JOIN d USING (message_id))
+            """
+        // The NOT EXISTS pre-checks skip duplicates, stale versions, lost tie-breaks and
+        // tombstoned messages without taking a row lock; ON CONFLICT … WHERE keeps the version
+        // guard under races. Equal versions: the greater `ContentHash` wins.
+        let attributes = c.attributes.map(q)
+        func hash(_ row: String, attributes rowAttributes: String?) -> String {
+            ContentHash.sql(content: "\(row).\(q(c.content))", attributes: rowAttributes)
+        }
+        let existing = hash("e", attributes: attributes.map { "e.\($0)" })
+        let incoming = ContentHash.sql(content: "u.content", attributes: attributes.map { _ in "u.attributes::jsonb" })
+        let stored = hash("m", attributes: attributes.map { "m.\($0)" })
+        let excluded = hash("excluded", attributes: attributes.map { "excluded.\($0)" })
+        var insertColumns = [c.messageID, c.sessionID, c.role, c.content, c.region, c.createdAt, c.version].map(q)
+        var values = ["u.message_id", "u.session_id", "u.role", "u.content", "u.region", "u.created_at", "u.version"]
+        var updates = insertColumns.dropFirst().map { "\($0) = excluded.\($0)" }
+        if let attributes {
+            insertColumns.append(attributes)
+            values.append("u.attributes::jsonb")
+            updates.append("\(attributes) = excluded.\(attributes)")
+        }
+        if let r = c.replicatedAt.map(q) {
+            insertColumns.append(r)
+            values.append("now()")
+            updates.append("\(r) = now()")
+        }
+        upserts = """
+            WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                           $6::timestamptz[], $7::bigint[], $8::text[]) WITH ORDINALITY
+                       AS u(message_id, session_id, role, content, region, created_at, version, attributes, i)),
+            ins AS (INSERT INTO \(t) AS m (\(insertColumns.joined(separator: ", ")))
+                    SELECT \(values.joined(separator: ", ")) FROM u
+                    WHERE NOT EXISTS (SELECT 1 FROM \(t) e WHERE e.\(id) = u.message_id
+                                      AND (e.\(version) > u.version OR (e.\(version) = u.version AND \(existing) >= \(incoming))))
+                      AND NOT EXISTS (SELECT 1 FROM \(b.messageTombstones) mt
+                                      WHERE mt.message_id = u.message_id AND mt.version >= u.version)
+                      AND NOT EXISTS (SELECT 1 FROM \(b.sessionTombstones) st
+                                      WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
+                    ON CONFLICT (\(id)) DO UPDATE
+                    SET \(updates.joined(separator: ", "))
+                    WHERE m.\(version) < excluded.\(version) OR (m.\(version) = excluded.\(version) AND \(excluded) > \(stored))
+                    RETURNING m.\(id) AS message_id)
+            SELECT (SELECT count(*) FROM ins),
+                   (SELECT count(*) FROM u JOIN \(t) e ON e.\(id) = u.message_id AND e.\(version) = u.version
+                                                      AND \(existing) = \(incoming)),
+                   (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id))
+            """
+        deadLetters = """
+            INSERT INTO \(b.deadLetters) (topic, partition, "offset", record_key, payload, error, first_seen)
+            SELECT topic, p, o, k, v, e, now()
+            FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS x(topic, p, o, k, v, e)
+            ON CONFLICT (topic, partition, "offset") DO NOTHING
+            """
+        offsets = """
+            INSERT INTO \(b.offsets) AS o (consumer_group, topic, partition, next_offset, last_record_at, updated_at)
+            SELECT $1, $2, p, n, ts, now() FROM unnest($3::int[], $4::bigint[], $5::timestamptz[]) AS x(p, n, ts)
+            ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+            SET next_offset = excluded.next_offset, last_record_at = excluded.last_record_at, updated_at = now()
+            WHERE o.next_offset < excluded.next_offset
+            """
+        // The stored next offsets of the batch's partitions must be the ones the pipeline
+        // believes (set by the statement before, in the same pipeline): a restore, a manual
+        // reset or another writer moved them otherwise, and the batch must not apply.
+        offsetCheck = """
+            DO $check$
+            DECLARE moved text;
+            BEGIN
+                SELECT string_agg(format('partition %s stored %s, expected %s', e.p,
+                                         coalesce(o.next_offset::text, 'none'), coalesce(e.n::text, 'none')), '; ')
+                INTO moved
+                FROM (SELECT split_part(x, ':', 1)::int AS p, nullif(split_part(x, ':', 2), '')::bigint AS n
+                      FROM unnest(string_to_array(current_setting('region_replicator.expected_offsets'), ',')) AS x) e
+                LEFT JOIN \(b.offsets) o ON o.consumer_group = current_setting('region_replicator.consumer_group')
+                    AND o.topic = current_setting('region_replicator.topic') AND o.partition = e.p
+                WHERE o.next_offset IS DISTINCT FROM e.n;
+                IF moved IS NOT NULL THEN
+                    RAISE EXCEPTION 'stored offsets moved: %', moved USING ERRCODE = '\(ApplyFailure.offsetsMovedCode)';
+                END IF;
+            END
+            $check$
+            """
+    }
+}
