@@ -1,4 +1,5 @@
 import Foundation
+public import KafkaClient
 
 /// What happened to one event in a region (the `outcome` label of `events_total`).
 public enum ApplyOutcome: String, Sendable, CaseIterable, Hashable {
@@ -40,24 +41,9 @@ public struct DecodedRecord: Sendable {
     }
 }
 
-/// The parts of a Kafka record the apply path needs.
-public struct RecordRef: Sendable {
-    public var topic: String
-    public var partition: Int32
-    public var offset: Int64
-    public var key: [UInt8]?
-    public var value: [UInt8]?
-    public var timestampMs: Int64?
-
-    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?, timestampMs: Int64?) {
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.key = key
-        self.value = value
-        self.timestampMs = timestampMs
-    }
-}
+/// A record as the apply path sees it: the consumed Kafka record itself (the daemon, `replay`),
+/// or one rebuilt from a dead letter's stored copy (`dead-letters retry`).
+public typealias RecordRef = KafkaRecord
 
 /// A dead letter to record.
 public struct DeadLetter: Sendable {

@@ -291,9 +291,7 @@ public final class RegionPipeline: @unchecked Sendable {
         while !book.pending.isEmpty && !stopping {
             let chunk = Array(book.pending.prefix(max(1, chunkLimit)))
             let decoded = chunk.map { r in
-                DecodedRecord(record: RecordRef(topic: r.topic, partition: r.partition, offset: r.offset,
-                                                key: r.key, value: r.value, timestampMs: r.timestampMs),
-                              event: EventDecoder.decode(r.value))
+                DecodedRecord(record: r, event: EventDecoder.decode(r.value))
             }
             let progress = Self.progress(of: chunk)
             let expected = book.expectedStored(for: progress.map(\.partition))

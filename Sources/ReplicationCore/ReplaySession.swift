@@ -88,9 +88,7 @@ struct ReplaySession {
     mutating func apply(_ records: [KafkaRecord], notice: (String) -> Void,
                         cancelled: () -> Bool) throws(ReplayError) -> OutcomeCounts? {
         let decoded = records.map { r in
-            DecodedRecord(record: RecordRef(topic: r.topic, partition: r.partition, offset: r.offset,
-                                            key: r.key, value: r.value, timestampMs: r.timestampMs),
-                          event: EventDecoder.decode(r.value))
+            DecodedRecord(record: r, event: EventDecoder.decode(r.value))
         }
         var backoff = Backoff()
         while true {
