@@ -121,21 +121,14 @@ public final class RegionPipeline: @unchecked Sendable {
                 rebalance: { [unowned self] event in self.rebalanced(event) },
                 pauseAssigned: true,
                 log: { level, facility, message in
-                    logger.log(level: Self.logLevel(syslog: level), "librdkafka: \(message)", metadata: ["facility": "\(facility)"])
+                    // A failed Kafka offset commit (typically "rebalance in progress") costs nothing:
+                    // the region's database holds the offsets, and the next commit supersedes it.
+                    // librdkafka warns once per partition set and commit: keep those at debug.
+                    let level: Logger.Level = facility == "COMMITFAIL" ? .debug : Logger.Level(syslog: level)
+                    logger.log(level: level, "librdkafka: \(message)", metadata: ["facility": "\(facility)"])
                 })
         } catch {
             throw PipelineError(description: "region \(settings.region): \(error)")
-        }
-    }
-
-    static func logLevel(syslog: Int32) -> Logger.Level {
-        switch syslog {
-        case ...2: .critical
-        case 3: .error
-        case 4: .warning
-        case 5: .notice
-        case 6: .info
-        default: .debug
         }
     }
 
