@@ -81,6 +81,18 @@ public final class PostgresConnection: @unchecked Sendable {
         return try collect(c)
     }
 
+    /// ``pipeline(_:)`` for statements that open an explicit transaction (`BEGIN` … `COMMIT`):
+    /// when one fails, the aborted transaction is rolled back before the error is thrown, so
+    /// the connection can be used again at once.
+    public func pipelineTransaction(_ statements: [PostgresStatement]) throws(PostgresError) -> [PostgresResult] {
+        do throws(PostgresError) {
+            return try pipeline(statements)
+        } catch {
+            if isOpen { try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
     /// Sends every statement in one pipeline (libpq pipeline mode) followed by one sync, and
     /// then reads all the results: one network round trip for the lot.
     ///

@@ -55,14 +55,7 @@ public final class RegionApplier: @unchecked Sendable {
             if let dl = deadLetterStatement(plan.deadLetters) { steps.append(dl) }
             if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }
             steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
-            let results: [PostgresResult]
-            do throws(PostgresError) {
-                results = try db.pipeline(steps)
-            } catch {
-                // A failed statement leaves the explicit transaction aborted: end it.
-                if db.isOpen { try? db.execute("ROLLBACK") }
-                throw error
-            }
+            let results = try db.pipelineTransaction(steps)
             var result = ApplyResult()
             for (i, w) in work.enumerated() { account(results[first + i], into: &result, total: w.total, timestamps: w.timestamps) }
             result.counts = result.counts + plan.decided
@@ -154,12 +147,7 @@ public final class RegionApplier: @unchecked Sendable {
         if let dl = deadLetterStatement(records.map { DeadLetter(record: $0.record, error: error) }) { steps.append(dl) }
         if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }
         steps.append(PostgresStatement("COMMIT"))
-        do throws(PostgresError) {
-            _ = try db.pipeline(steps)
-        } catch {
-            if db.isOpen { try? db.execute("ROLLBACK") }
-            throw error
-        }
+        _ = try db.pipelineTransaction(steps)
         var result = ApplyResult()
         result.counts[.deadLettered] = records.count
         return result

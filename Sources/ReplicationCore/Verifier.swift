@@ -493,13 +493,7 @@ public final class Verifier: @unchecked Sendable {
             steps.insert(count, at: 2)
             steps.append(count)
             steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
-            let results: [PostgresResult]
-            do throws(PostgresError) {
-                results = try db.pipeline(steps)
-            } catch {
-                if db.isOpen { try? db.execute("ROLLBACK") }
-                throw error
-            }
+            let results = try db.pipelineTransaction(steps)
             let before = Int(results[2].rows.first?.first.flatMap { $0 } ?? "0") ?? 0
             var inserted = 0
             for (k, kind) in kinds.enumerated() {
