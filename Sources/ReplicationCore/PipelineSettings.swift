@@ -26,6 +26,29 @@ public struct PipelineSettings: Sendable {
     /// Event field → column of ``table``.
     public var columns: MessageColumns = .standard
 
+    /// Which of the region's `apply.connections` pipelines this is (1…n); nil when the region
+    /// has one. Every shard is an ordinary member of the region's consumer group: Kafka's
+    /// assignment gives each its share of the partitions.
+    public var shard: Int? = nil
+
+    /// The name of this pipeline's heartbeat and status entry: `pipeline`, or `pipeline-<n>` for shard n.
+    public var loopName: String { Self.loopName(shard: shard) }
+
+    public static func loopName(shard: Int?) -> String { shard.map { "pipeline-\($0)" } ?? "pipeline" }
+
+    /// The loop names of a region applied by `connections` pipelines.
+    public static func loopNames(connections: Int) -> [String] {
+        connections <= 1 ? [loopName(shard: nil)] : (1...connections).map { loopName(shard: $0) }
+    }
+
+    /// This settings' copy for shard `n` of `connections` (unchanged when `connections` is 1).
+    public func shard(_ n: Int, of connections: Int) -> PipelineSettings {
+        guard connections > 1 else { return self }
+        var s = self
+        s.shard = n
+        return s
+    }
+
     public init(region: String, conninfo: String, kafka: KafkaConfiguration, topic: String, consumerGroup: String,
                 table: TableName, applyToOrigin: Bool, maxBatchEvents: Int, maxBatchDelay: Duration,
                 maxBatchBytes: Int = 8 << 20, groupInstanceID: String? = nil) {
@@ -47,7 +70,9 @@ public struct PipelineSettings: Sendable {
     public var consumerConfiguration: KafkaConfiguration {
         var conf = KafkaConfiguration(Self.consumerDefaults)
         for (k, v) in kafka.properties { conf.set(k, v) }
-        if let groupInstanceID { conf.set("group.instance.id", groupInstanceID) }
+        if let groupInstanceID { conf.set("group.instance.id", shard.map { "\(groupInstanceID).\($0)" } ?? groupInstanceID) }
+        // Tells the shards apart in the broker's view of the group (and its logs).
+        if let shard { conf.set("client.id", "\(kafka.properties.last { $0.0 == "client.id" }?.1 ?? "region-replicator")-\(region)-\(shard)") }
         return conf
     }
 }

@@ -2,7 +2,11 @@ import Foundation
 
 /// The SQL text, built once per table name.
 struct Statements {
-    let lock: String
+    /// The table's advisory lock key (int4), shared by every writer of the table.
+    let tableKey: String
+    /// Taken by writers that are not tied to partitions (`verify --repair`): excludes every
+    /// applier of the table.
+    let exclusiveLock: String
     let sessionTombstones: String
     let messageTombstones: String
     let upserts: String
@@ -14,7 +18,8 @@ struct Statements {
         let t = table.quoted
         let q = MessageColumns.quote
         let id = q(c.messageID), session = q(c.sessionID), created = q(c.createdAt), version = q(c.version)
-        lock = "SELECT pg_advisory_xact_lock(hashtext('region-replicator apply ' || $$\(table.description)$$))"
+        tableKey = "hashtext('region-replicator apply ' || $$\(table.description)$$)"
+        exclusiveLock = "SELECT pg_advisory_xact_lock(\(tableKey)::bigint)"
         // Applied = the tombstone moved forward; the delete removes what it covers either way.
         sessionTombstones = """
             WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(session_id, deleted_at, i)),
@@ -126,5 +131,16 @@ struct Statements {
             END
             $check$
             """
+    }
+
+    /// The locks of a writer that applies records of `partitions` (records of one session
+    /// only ever arrive through one partition): the table's key shared, then one exclusive
+    /// lock per partition, `(table key, partition)`, in ascending partition order — two
+    /// writers never wait on each other in a cycle. The partitions are integers from Kafka,
+    /// written into the text so that the order is the target list's, which PostgreSQL
+    /// evaluates left to right (a set-returning formulation would leave the order to the plan).
+    func applyLock(partitions: some Sequence<Int32>) -> String {
+        let locks = Set(partitions).sorted().map { ", pg_advisory_xact_lock(k, \($0))" }.joined()
+        return "SELECT pg_advisory_xact_lock_shared(k::bigint)\(locks) FROM (SELECT \(tableKey) AS k) key"
     }
 }

@@ -27,7 +27,7 @@ public final class RegionApplier: @unchecked Sendable {
 
     /// Applies `records` and stores `progress` for `consumerGroup`, all in one transaction.
     ///
-    /// The whole transaction — `BEGIN`, the region's advisory lock, one multi-row statement per
+    /// The whole transaction — `BEGIN`, the advisory locks of its partitions, one multi-row statement per
     /// kind of event (binary array parameters), the dead letters, the offsets and `COMMIT` — goes
     /// to the server as one pipeline: one network round trip per batch.
     ///
@@ -37,7 +37,7 @@ public final class RegionApplier: @unchecked Sendable {
     /// for one bad record in n, not n).
     /// - Parameters:
     ///   - expectedOffsets: the next offsets the caller believes the region stores for these
-    ///     partitions (nil: no row). Checked in the same transaction, under the region's lock:
+    ///     partitions (nil: no row). Checked in the same transaction, under the partitions' locks:
     ///     when they differ the batch rolls back with SQLSTATE ``ApplyFailure/offsetsMovedCode``.
     ///   - dryRun: classify only; the transaction is rolled back.
     /// - Returns: the outcome of every record.
@@ -47,8 +47,9 @@ public final class RegionApplier: @unchecked Sendable {
                       dryRun: Bool = false) throws(PostgresError) -> ApplyResult {
         let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
         let check = offsetCheckStatements(expectedOffsets, group: consumerGroup, topic: topic)
+        let lock = lockStatement(records, progress: progress, expectedOffsets: expectedOffsets)
         do throws(PostgresError) {
-            var steps = [PostgresStatement("BEGIN"), PostgresStatement(sql.lock)] + check
+            var steps = [PostgresStatement("BEGIN"), lock] + check
             let first = steps.count
             let work = planStatements(plan)
             steps += work.map(\.statement)
@@ -61,7 +62,7 @@ public final class RegionApplier: @unchecked Sendable {
             result.counts = result.counts + plan.decided
             return result
         } catch let error where error.isDataError {
-            return try transaction(db, dryRun: dryRun) { () throws(PostgresError) in
+            return try transaction(db, lock: lock, dryRun: dryRun) { () throws(PostgresError) in
                 if !check.isEmpty { _ = try db.pipeline(check) }
                 return try applyIsolated(records, rejectedBy: error, progress: progress, group: consumerGroup, topic: topic, on: db)
             }
@@ -70,13 +71,11 @@ public final class RegionApplier: @unchecked Sendable {
 
     // MARK: - Transactions
 
-    private func transaction(_ db: PostgresConnection, dryRun: Bool,
+    private func transaction(_ db: PostgresConnection, lock: PostgresStatement, dryRun: Bool,
                              _ body: () throws(PostgresError) -> ApplyResult) throws(PostgresError) -> ApplyResult {
         try db.execute("BEGIN")
         do {
-            // Serialises writers of this region's table (daemon instances during a rebalance,
-            // replay jobs): the tombstone checks then see every committed deletion.
-            try db.query(sql.lock)
+            try db.query(lock.sql, parameters: lock.parameters)
             let result = try body()
             try db.execute(dryRun ? "ROLLBACK" : "COMMIT")
             return result
@@ -142,7 +141,7 @@ public final class RegionApplier: @unchecked Sendable {
     public func deadLetter(_ records: [DecodedRecord], error: String, progress: [PartitionProgress],
                            expectedOffsets: [Int32: Int64?], consumerGroup: String, topic: String,
                            on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
-        var steps = [PostgresStatement("BEGIN"), PostgresStatement(sql.lock)]
+        var steps = [PostgresStatement("BEGIN"), lockStatement(records, progress: progress, expectedOffsets: expectedOffsets)]
         steps += offsetCheckStatements(expectedOffsets, group: consumerGroup, topic: topic)
         if let dl = deadLetterStatement(records.map { DeadLetter(record: $0.record, error: error) }) { steps.append(dl) }
         if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }
@@ -151,6 +150,17 @@ public final class RegionApplier: @unchecked Sendable {
         var result = ApplyResult()
         result.counts[.deadLettered] = records.count
         return result
+    }
+
+    /// The advisory locks of a transaction writing `records` and storing `progress`: the
+    /// table's key shared and every partition involved exclusively (``Statements/applyLock(partitions:)``).
+    /// Writers of the same partitions — a shard and `replay`, two daemon instances during a
+    /// rebalance — serialise, so the tombstone checks see every committed deletion of the
+    /// sessions they touch; writers of different partitions never touch the same rows and
+    /// run in parallel; `verify --repair` takes the table's key exclusively and waits for all.
+    private func lockStatement(_ records: [DecodedRecord], progress: [PartitionProgress],
+                               expectedOffsets: [Int32: Int64?]) -> PostgresStatement {
+        PostgresStatement(sql.applyLock(partitions: records.map(\.record.partition) + progress.map(\.partition) + expectedOffsets.keys))
     }
 
     /// Statements that fail the transaction with SQLSTATE ``ApplyFailure/offsetsMovedCode``

@@ -53,6 +53,7 @@ public final class RegionPipeline: @unchecked Sendable {
         self.metrics = metrics
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
+        if let shard = settings.shard { logger[metadataKey: "shard"] = "\(shard)" }
         self.logger = logger
         self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin,
                                      columns: settings.columns)
@@ -65,14 +66,14 @@ public final class RegionPipeline: @unchecked Sendable {
     private var stopping: Bool { stopRequested.load(ordering: .relaxed) }
 
     private func heartbeat() {
-        status.heartbeat(region: settings.region, loop: "pipeline", timeout: Self.heartbeatTimeout)
+        status.heartbeat(region: settings.region, loop: settings.loopName, timeout: Self.heartbeatTimeout)
     }
 
     /// Runs the pipeline on a dedicated thread until ``requestStop()``; returns when the thread ends.
     /// - Throws: ``PipelineError`` on a fatal Kafka error.
     public func run() async throws {
         let result: Result<Void, PipelineError> = await withGracefulShutdownAndCancellation(onStop: { self.requestStop() }) {
-            await BlockingThread.run(name: "region-\(settings.region)") { () -> Result<Void, PipelineError> in
+            await BlockingThread.run(name: "region-\(settings.region)\(settings.shard.map { "-\($0)" } ?? "")") { () -> Result<Void, PipelineError> in
                 do {
                     try self.loop()
                     return .success(())
@@ -266,7 +267,7 @@ public final class RegionPipeline: @unchecked Sendable {
         } catch {
             let delay = resolveBackoff.next()
             nextResolve = ContinuousClock.now.advanced(by: delay)
-            if !book.retrying { status.pipelineDatabase(region: settings.region, connected: false, problem: "\(error)") }
+            if !book.retrying { status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false, problem: "\(error)") }
             let now = ContinuousClock.now
             if lastResolveWarning.map({ now - $0 >= .seconds(10) }) ?? true {
                 lastResolveWarning = now
@@ -342,7 +343,7 @@ public final class RegionPipeline: @unchecked Sendable {
             let delay = schema ? schemaBackoff.next() : backoff.next()
             let attempt = schema ? schemaBackoff.attempt : backoff.attempt
             let problem = schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)"
-            status.pipelineDatabase(region: settings.region, connected: false, problem: problem)
+            status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false, problem: problem)
             logger.warning(schema ? "the region's schema does not fit, retrying slowly" : "apply failed, retrying", metadata: [
                 "error": "\(error)", "sqlstate_class": "\(failure.rawValue)", "attempt": "\(attempt)",
                 "retry_in_ms": "\(delay.milliseconds)"])
@@ -368,7 +369,7 @@ public final class RegionPipeline: @unchecked Sendable {
                            started: ContinuousClock.Instant, _ consumer: KafkaConsumer) {
         let committedAt = Timestamp.now
         metrics.batchCommitted(result, duration: ContinuousClock.now - started, committedAtMs: committedAt.microseconds / 1000)
-        status.committed(region: settings.region, progress: progress, at: committedAt.secondsSinceEpoch)
+        status.committed(region: settings.region, pipeline: settings.loopName, progress: progress, at: committedAt.secondsSinceEpoch)
         totals = totals + result.counts
         perform(book.applySucceeded(count: chunk.count, progress: progress), consumer)
         do {
@@ -439,7 +440,7 @@ public final class RegionPipeline: @unchecked Sendable {
         switch event {
         case .revoked(let parts, let lost):
             book.revoked(parts.map(\.partition))
-            status.assignment(region: settings.region, revoked: parts.map(\.partition))
+            status.assignment(region: settings.region, pipeline: settings.loopName, revoked: parts.map(\.partition))
             logger.info("partitions revoked", metadata: ["partitions": "\(parts.map(\.partition).sorted())", "lost": "\(lost)"])
             return []
         case .assigned(let parts):
@@ -447,7 +448,7 @@ public final class RegionPipeline: @unchecked Sendable {
             // stored offsets, then seeks and resumes them.
             _ = book.assigned(parts.map(\.partition))
             nextResolve = ContinuousClock.now
-            status.assignment(region: settings.region, assigned: parts.map(\.partition))
+            status.assignment(region: settings.region, pipeline: settings.loopName, assigned: parts.map(\.partition))
             logger.info("partitions assigned (paused until their stored offsets are read)",
                         metadata: ["partitions": "\(parts.map(\.partition).sorted())"])
             return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.storedOffset) }
@@ -461,7 +462,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private func ensureConnectedOnce() throws -> PostgresConnection {
         if let db, db.isOpen { return db }
         db = nil
-        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)")
+        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)\(settings.shard.map { " \($0)" } ?? "")")
         let (missing, tables) = try Schema.check(c, table: settings.table)
         if !missing.isEmpty {
             c.close()
@@ -478,7 +479,7 @@ public final class RegionPipeline: @unchecked Sendable {
                                     columns: settings.columns)
         }
         db = c
-        status.pipelineDatabase(region: settings.region, connected: true, problem: nil)
+        status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: true, problem: nil)
         logger.info("connected to the region's database", metadata: ["database": "\(PostgresConnection.describe(settings.conninfo))"])
         return c
     }
@@ -495,7 +496,7 @@ public final class RegionPipeline: @unchecked Sendable {
             } catch {
                 let schema = error is PipelineError || (error as? PostgresError).map { ApplyFailure.classify($0) == .schema } ?? false
                 let delay = schema ? schemaBackoff.next() : backoff.next()
-                status.pipelineDatabase(region: settings.region, connected: false,
+                status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false,
                                         problem: schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)")
                 heartbeat()
                 logger.warning("region database unavailable, retrying", metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])

@@ -94,9 +94,18 @@ public struct ReplicationSnapshot: Sendable {
 /// figures (`lagSeconds`) are computed at snapshot time from the timestamp of the oldest
 /// unapplied record, so they grow in real time even when every input is stuck.
 public final class ReplicationStatus: Sendable {
+    /// What one of a region's pipelines (`apply.connections` of them) last reported.
+    struct Pipeline {
+        var connected = false
+        var failing: String? = nil
+        var assigned: Set<Int32> = []
+    }
+
     struct Region {
-        var pipelineConnected = false
-        var pipelineFailing: String? = nil
+        /// The region's pipelines by loop name; the region is connected when every expected
+        /// one has connected once, and failing while any of them fails.
+        var pipelines: [String: Pipeline] = [:]
+        var expectedPipelines: [String] = []
         var monitorDatabase: String? = "not checked yet"
         var next: [Int32: Int64] = [:]
         var high: [Int32: Int64] = [:]
@@ -108,7 +117,6 @@ public final class ReplicationStatus: Sendable {
         /// Kafka timestamp (ms) of the last record this process saw applied, per partition.
         var lastAppliedMs: [Int32: Int64] = [:]
         var lastApply: Double? = nil
-        var assigned: Set<Int32> = []
         var gone: Int64 = 0
         var heartbeats: [String: (at: ContinuousClock.Instant, timeout: Duration)] = [:]
     }
@@ -118,10 +126,14 @@ public final class ReplicationStatus: Sendable {
     private let state: Mutex<[String: Region]>
     private let kafkaReachable = Atomic<Bool>(false)
 
-    public init(topic: String, regions: [String]) {
+    /// - Parameter pipelines: the loop names of each region's pipelines
+    ///   (``PipelineSettings/loopNames(connections:)``).
+    public init(topic: String, regions: [String], pipelines: [String] = PipelineSettings.loopNames(connections: 1)) {
         self.topic = topic
         self.regionNames = regions
-        self.state = Mutex(Dictionary(uniqueKeysWithValues: regions.map { ($0, Region()) }))
+        var region = Region()
+        region.expectedPipelines = pipelines
+        self.state = Mutex(Dictionary(uniqueKeysWithValues: regions.map { ($0, region) }))
     }
 
     private func update(_ region: String, _ body: (inout Region) -> Void) {
@@ -142,18 +154,18 @@ public final class ReplicationStatus: Sendable {
     }
 
     /// The pipeline connected to its database and verified the schema (or lost it: `problem`).
-    public func pipelineDatabase(region: String, connected: Bool, problem: String?) {
+    public func pipelineDatabase(region: String, pipeline: String = "pipeline", connected: Bool, problem: String?) {
         update(region) {
-            if connected { $0.pipelineConnected = true }
-            $0.pipelineFailing = problem
+            if connected { $0.pipelines[pipeline, default: Pipeline()].connected = true }
+            $0.pipelines[pipeline, default: Pipeline()].failing = problem
         }
     }
 
-    /// The region's consumer was given (`assigned`) or lost (`revoked`) partitions.
-    public func assignment(region: String, assigned: [Int32] = [], revoked: [Int32] = []) {
+    /// The pipeline's consumer was given (`assigned`) or lost (`revoked`) partitions.
+    public func assignment(region: String, pipeline: String = "pipeline", assigned: [Int32] = [], revoked: [Int32] = []) {
         update(region) { r in
-            r.assigned.subtract(revoked)
-            r.assigned.formUnion(assigned)
+            r.pipelines[pipeline, default: Pipeline()].assigned.subtract(revoked)
+            r.pipelines[pipeline, default: Pipeline()].assigned.formUnion(assigned)
         }
     }
 
@@ -174,8 +186,9 @@ public final class ReplicationStatus: Sendable {
         }
     }
 
-    /// A batch committed: the region's next offsets moved.
-    public func committed(region: String, progress: [PartitionProgress], at unix: Double) {
+    /// A batch of `pipeline` committed: the region's next offsets moved, and that pipeline
+    /// (only) is no longer failing.
+    public func committed(region: String, pipeline: String = "pipeline", progress: [PartitionProgress], at unix: Double) {
         update(region) { r in
             for p in progress {
                 r.next[p.partition] = p.nextOffset
@@ -183,7 +196,7 @@ public final class ReplicationStatus: Sendable {
                 if let ms = p.lastRecordMs { r.lastAppliedMs[p.partition] = ms }
             }
             r.lastApply = unix
-            r.pipelineFailing = nil
+            r.pipelines[pipeline, default: Pipeline()].failing = nil
         }
     }
 
@@ -253,7 +266,12 @@ public final class ReplicationStatus: Sendable {
             let out: [RegionLag] = regionNames.map { name in
                 let r = regions[name]!
                 for (loop, hb) in r.heartbeats where clock - hb.at > hb.timeout { stalled.append("\(name)/\(loop)") }
-                if !r.pipelineConnected { ready = false }
+                let connected = r.expectedPipelines.allSatisfy { r.pipelines[$0]?.connected == true }
+                if !connected { ready = false }
+                // One failing pipeline makes the region not up; named when there are several.
+                let failing = r.pipelines.sorted { $0.key < $1.key }.first { $0.value.failing != nil }.map { name, p in
+                    r.expectedPipelines.count > 1 ? "\(name): \(p.failing!)" : p.failing!
+                }
                 if let p = r.kafkaProblem { kafkaProblem = p }
                 var parts: [PartitionLag] = []
                 var lagEvents: Int64 = 0
@@ -286,11 +304,12 @@ public final class ReplicationStatus: Sendable {
                     // commit (never 0 while behind).
                     else if let last = r.lastApply { lagSeconds = max(0, now - last) }
                 }
-                let problem = r.monitorDatabase ?? r.pipelineFailing
-                return RegionLag(region: name, up: problem == nil && r.pipelineConnected, problem: problem,
+                let problem = r.monitorDatabase ?? failing
+                let assigned = r.pipelines.values.reduce(into: Set<Int32>()) { $0.formUnion($1.assigned) }
+                return RegionLag(region: name, up: problem == nil && connected, problem: problem,
                                  lagEvents: lagEvents, expiredEvents: expiredEvents, lagSeconds: lagSeconds, replicatedThrough: now - lagSeconds,
                                  lastApply: r.lastApply, sampledAt: r.sampledAt, partitions: parts,
-                                 assignedPartitions: r.assigned.sorted(), gone: r.gone)
+                                 assignedPartitions: assigned.sorted(), gone: r.gone)
             }
             return ReplicationSnapshot(topic: topic, kafkaOK: kafkaProblem == nil && kafkaReachable.load(ordering: .relaxed),
                                        kafkaProblem: kafkaProblem ?? (kafkaReachable.load(ordering: .relaxed) ? nil : "not reached yet"),

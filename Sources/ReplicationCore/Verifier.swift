@@ -418,8 +418,8 @@ public final class Verifier: @unchecked Sendable {
         public var rowsDeleted = 0
     }
 
-    /// Writes every plan: per region one transaction under the apply path's lock, so it
-    /// serialises with the daemon's batches. With `dryRun`, the transactions roll back.
+    /// Writes every plan: per region one transaction under the apply path's table lock, taken
+    /// exclusively, so it serialises with every applier's batches. With `dryRun`, the transactions roll back.
     public func repair(_ pass: VerifyPass, dryRun: Bool) throws(VerifyError) -> [RepairResult] {
         try connect()
         let plans = Self.repairPlans(pass, regions: regions)
@@ -446,7 +446,8 @@ public final class Verifier: @unchecked Sendable {
             var result = RepairResult(region: plan.region)
             guard !plan.isEmpty else { return result }
             let db = try self.connection(i)
-            var steps = [PostgresStatement("BEGIN"), PostgresStatement(statements.lock)]
+            // Exclusively: repair writes rows of any session, tied to no partition.
+            var steps = [PostgresStatement("BEGIN"), PostgresStatement(statements.exclusiveLock)]
             var kinds: [String] = []
             if !plan.sessionTombstones.isEmpty {
                 var ids = PostgresBinaryArray(.text), at = PostgresBinaryArray(.timestamptz)

@@ -78,7 +78,8 @@ struct Run: AsyncParsableCommand {
         }
         // Before any metric handle is made: handles made earlier would go to the no-op backend.
         let registry = MetricsSetup.bootstrap()
-        let status = ReplicationStatus(topic: config.kafka.topic, regions: config.regions.map(\.name))
+        let status = ReplicationStatus(topic: config.kafka.topic, regions: config.regions.map(\.name),
+                                       pipelines: PipelineSettings.loopNames(connections: config.apply.connections))
         var services: [any Service] = []
         var monitors: [any Service] = []
         var regionMetrics: [RegionMetrics] = []
@@ -89,7 +90,12 @@ struct Run: AsyncParsableCommand {
             let settings = config.pipelineSettings(for: region)
             let metrics = RegionMetrics(region: region.name)
             regionMetrics.append(metrics)
-            services.append(RegionPipeline(settings: settings, status: status, metrics: metrics, logger: logger))
+            // `apply.connections` ordinary members of the region's consumer group: Kafka shares the
+            // partitions among them; each applies and stores its own partitions' offsets.
+            for shard in 1...config.apply.connections {
+                services.append(RegionPipeline(settings: settings.shard(shard, of: config.apply.connections), status: status,
+                                               metrics: metrics, logger: logger))
+            }
             monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
         }
         guard let listen = config.http.hostAndPort else {
@@ -108,7 +114,8 @@ struct Run: AsyncParsableCommand {
         }
         logger.info("starting", metadata: [
             "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
-            "regions": "\(config.regions.map(\.name).joined(separator: ","))"])
+            "regions": "\(config.regions.map(\.name).joined(separator: ","))",
+            "apply_connections": "\(config.apply.connections)"])
         let group = ServiceGroup(configuration: .init(
             // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
             // the monitors, continuous verification, the HTTP endpoint and the systemd notifier.

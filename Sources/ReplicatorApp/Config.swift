@@ -69,9 +69,17 @@ public struct ReplicatorConfig: Sendable {
 
         public static let defaultMaxBatchBytes = 8 << 20
 
+        /// Pipelines (each its own consumer in the region's group and its own database
+        /// connection) that apply one region's partitions in parallel (1…16).
+        public var connections: Int
+
+        public static let defaultConnections = 1
+
         public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
-                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes, columns: MessageColumns = .standard) {
+                    maxBatchBytes: Int = Apply.defaultMaxBatchBytes, columns: MessageColumns = .standard,
+                    connections: Int = Apply.defaultConnections) {
             self.table = table
+            self.connections = connections
             self.columns = columns
             self.maxBatchEvents = maxBatchEvents
             self.maxBatchDelayMs = maxBatchDelayMs
@@ -173,7 +181,7 @@ extension ReplicatorConfig: CustomStringConvertible, CustomDebugStringConvertibl
         let regionList = regions.map { "\($0)" }.joined(separator: ", ")
         return "ReplicatorConfig(path: \(path), kafka: \(kafka), regions: [\(regionList)], "
             + "apply: (table: \(apply.table), max_batch_events: \(apply.maxBatchEvents), "
-            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), max_batch_bytes: \(apply.maxBatchBytes), apply_to_origin: \(apply.applyToOrigin)), "
+            + "max_batch_delay_ms: \(apply.maxBatchDelayMs), max_batch_bytes: \(apply.maxBatchBytes), apply_to_origin: \(apply.applyToOrigin), connections: \(apply.connections)), "
             + "http: (listen: \(http.listen)), log: (level: \(log.level), format: \(log.format.rawValue)))"
     }
 

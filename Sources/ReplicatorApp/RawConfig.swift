@@ -37,6 +37,7 @@ struct RawConfig {
     var maxBatchEvents: Sourced<Int>?
     var maxBatchDelayMs: Sourced<Int>?
     var maxBatchBytes: Sourced<Int>?
+    var connections: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
     var columns: [String: Sourced<String>] = [:]
     var columnsKey: String?
@@ -63,7 +64,7 @@ struct RawConfig {
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
     static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
-                            "columns", "attributes_column"]
+                            "columns", "attributes_column", "connections"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -123,6 +124,7 @@ struct RawConfig {
                     case "max_batch_events": raw.maxBatchEvents = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "connections": raw.connections = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "columns":
                         raw.columnsKey = e.key
                         if e.node.isNullScalar { continue }
@@ -342,9 +344,12 @@ struct RawConfig {
         }
         let maxBatchBytes = try Self.checkRange(maxBatchBytes, default: ReplicatorConfig.Apply.defaultMaxBatchBytes,
                                                 key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
+        let connections = try Self.checkRange(connections, default: ReplicatorConfig.Apply.defaultConnections,
+                                              key: "apply.connections", 1...16, file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
-            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes, columns: messageColumns)
+            applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes, columns: messageColumns,
+            connections: connections)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

@@ -10,6 +10,7 @@ import Testing
 /// the test suite runs it with a short one. Settings come from the environment:
 /// `RR_CHAOS_SECONDS` (fault window, default 150), `RR_CHAOS_SEED` (default 1),
 /// `RR_CHAOS_RATE` (events/s, default 150), `RR_CHAOS_PARTITIONS` (default 12),
+/// `RR_CHAOS_CONNECTIONS` (`apply.connections` of every instance, default 1),
 /// `RR_CHAOS_REPORT` (write the figures as JSON to this file).
 @Suite("Chaos", .serialized)
 struct ChaosTests {
@@ -36,6 +37,7 @@ struct ChaosTests {
         var seed: UInt64
         var rate: Double
         var partitions: Int
+        var connections: Int
         var report: String?
 
         static func fromEnvironment() -> Settings {
@@ -44,6 +46,7 @@ struct ChaosTests {
                             seed: env["RR_CHAOS_SEED"].flatMap { UInt64($0) } ?? 1,
                             rate: env["RR_CHAOS_RATE"].flatMap { Double($0) } ?? 150,
                             partitions: env["RR_CHAOS_PARTITIONS"].flatMap { Int($0) } ?? 12,
+                            connections: env["RR_CHAOS_CONNECTIONS"].flatMap { Int($0) } ?? 1,
                             report: env["RR_CHAOS_REPORT"])
         }
     }
@@ -101,7 +104,8 @@ struct ChaosTests {
         var rng = SplitMix64(seed: settings.seed)
         let port = try freeLoopbackPort()
         let h = try Harness(maxBatchEvents: 200, extraConfig: "http:\n  listen: \"127.0.0.1:\(port)\"\n",
-                            partitions: settings.partitions, standaloneBroker: true)
+                            partitions: settings.partitions, standaloneBroker: true,
+                            applyConfig: "  connections: \(settings.connections)")
         let broker = h.cluster.process!
         // On any failure, keep the daemons' and the broker's logs (the harness removes its folder).
         var passed = false
@@ -315,8 +319,8 @@ struct ChaosTests {
         let kinds = Set(counts.keys.map { $0.hasPrefix("instance_") ? "instance_join_leave" : $0 }).count
         let pairs = counts.filter { $0.key.contains("+") }.values.reduce(0, +)
         let faultText = counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let line = String(format: "chaos figures: seed=%llu window=%ds events=%d (poison %d) faults=%d (pairs %d) [%@] max_lag=%d events/%.1f s recover=%.1f s rows missing=%d extra=%d wrong=%d",
-                          settings.seed, settings.seconds, records.count, poisonPayloads.count, total, pairs, faultText,
+        let line = String(format: "chaos figures: seed=%llu connections=%d window=%ds events=%d (poison %d) faults=%d (pairs %d) [%@] max_lag=%d events/%.1f s recover=%.1f s rows missing=%d extra=%d wrong=%d",
+                          settings.seed, settings.connections, settings.seconds, records.count, poisonPayloads.count, total, pairs, faultText,
                           sampler.maxLagEvents, sampler.maxLagSeconds, recovered.seconds, missing, extra, wrong)
         print(line)
         if let path = settings.report {

@@ -55,4 +55,41 @@ struct ReplicationStatusTests {
                     at: now - 10)
         #expect(s.snapshot(now: now).regions[0].lagSeconds == 0)
     }
+
+    @Test("Several pipelines per region: up only when every one connected and none fails; one's commit never clears another's failure")
+    func severalPipelinesPerRegion() {
+        let names = PipelineSettings.loopNames(connections: 2)
+        #expect(names == ["pipeline-1", "pipeline-2"])
+        #expect(PipelineSettings.loopNames(connections: 1) == ["pipeline"])
+        let s = ReplicationStatus(topic: "t", regions: ["eu"], pipelines: names)
+        s.watermarks(region: "eu", [0: 10, 1: 10], at: now)
+        s.pipelineDatabase(region: "eu", pipeline: "pipeline-1", connected: true, problem: nil)
+        #expect(!s.snapshot(now: now).ready, "pipeline-2 has not connected yet")
+        #expect(!s.snapshot(now: now).regions[0].up)
+        s.pipelineDatabase(region: "eu", pipeline: "pipeline-2", connected: true, problem: nil)
+        s.storedOffsets(region: "eu", [:], problem: nil)
+        #expect(s.snapshot(now: now).ready)
+        #expect(s.snapshot(now: now).regions[0].up)
+
+        s.pipelineDatabase(region: "eu", pipeline: "pipeline-2", connected: false, problem: "read-only")
+        s.committed(region: "eu", pipeline: "pipeline-1", progress: [PartitionProgress(partition: 0, nextOffset: 5, lastRecordMs: nil)],
+                    at: now)
+        let failing = s.snapshot(now: now).regions[0]
+        #expect(!failing.up)
+        #expect(failing.problem == "pipeline-2: read-only")
+        s.committed(region: "eu", pipeline: "pipeline-2", progress: [PartitionProgress(partition: 1, nextOffset: 5, lastRecordMs: nil)],
+                    at: now)
+        #expect(s.snapshot(now: now).regions[0].up)
+
+        // Assignments are each pipeline's; the region shows their union. A revocation by one
+        // arriving after the other's assignment of the same partition keeps it assigned.
+        s.assignment(region: "eu", pipeline: "pipeline-1", assigned: [0, 1])
+        s.assignment(region: "eu", pipeline: "pipeline-2", assigned: [1])
+        s.assignment(region: "eu", pipeline: "pipeline-1", revoked: [1])
+        #expect(s.snapshot(now: now).regions[0].assignedPartitions == [0, 1])
+        // Each pipeline's heartbeat is watched on its own (an overdue one is named).
+        s.heartbeat(region: "eu", loop: "pipeline-1", timeout: .seconds(90))
+        s.heartbeat(region: "eu", loop: "pipeline-2", timeout: .seconds(-1))
+        #expect(s.snapshot(now: now).stalledLoops == ["eu/pipeline-2"])
+    }
 }

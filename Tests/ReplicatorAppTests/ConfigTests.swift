@@ -84,6 +84,7 @@ struct ConfigTests {
         #expect(config.apply.maxBatchEvents == 1000)
         #expect(config.apply.maxBatchDelayMs == 20)
         #expect(config.apply.applyToOrigin == false)
+        #expect(config.apply.connections == ReplicatorConfig.Apply.defaultConnections)
         #expect(config.http.listen == "127.0.0.1:9466")
         #expect(config.http.hostAndPort?.host == "127.0.0.1")
         #expect(config.http.hostAndPort?.port == 9466)
@@ -107,6 +108,11 @@ struct ConfigTests {
         #expect(config.http.listen == "127.0.0.1:9466")
         #expect(config.log.level == .info)
         #expect(config.log.format == .text)
+    }
+
+    @Test func applyConnectionsFromTheFileAndTheEnvironment() throws {
+        #expect(try parse(Self.minimal + "apply:\n  connections: 4\n").apply.connections == 4)
+        #expect(try parse(Self.minimal + "apply:\n  connections: 4\n", env: ["REGION_REPLICATOR_APPLY_CONNECTIONS": "16"]).apply.connections == 16)
     }
 
     @Test func emptySectionsMeanDefaults() throws {
@@ -197,7 +203,7 @@ struct ConfigTests {
         let error = failure(Self.minimal + "apply:\n  max_batch_evnts: 10\n")
         #expect(error?.key == "apply.max_batch_evnts")
         #expect(error?.description
-            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin, columns, attributes_column)")
+            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin, columns, attributes_column, connections)")
     }
 
     @Test("apply.columns and apply.attributes_column map event fields onto an existing table")
@@ -465,6 +471,9 @@ struct ConfigTests {
         #expect(failure(Self.minimal + "apply:\n  max_batch_bytes: 65535\n")?.message == "must be between 65536 and 268435456, got 65535")
         #expect(failure(Self.minimal + "apply:\n  max_batch_bytes: 268435457\n")?.key == "apply.max_batch_bytes")
         #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES": "1"])?.key == "REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES")
+        #expect(failure(Self.minimal + "apply:\n  connections: 0\n")?.message == "must be between 1 and 16, got 0")
+        #expect(failure(Self.minimal + "apply:\n  connections: 17\n")?.key == "apply.connections")
+        #expect(failure(Self.minimal, env: ["REGION_REPLICATOR_APPLY_CONNECTIONS": "x"])?.key == "REGION_REPLICATOR_APPLY_CONNECTIONS")
         #expect(failure(Self.minimal + "kafka:\n  topic: \"\"\n")?.key == "kafka.topic")
         #expect(failure(Self.minimal + "kafka:\n  topic: \"a b\"\n")?.key == "kafka.topic")
         #expect(failure(Self.minimal + "kafka:\n  group_prefix: \"\"\n")?.key == "kafka.group_prefix")

@@ -174,6 +174,7 @@ class World:
         for (i, region, db) in regions:
             lines += [f"  - name: {region}", f'    dsn: "{self.dsn(i, db)}"']
         lines += ["apply:", f"  max_batch_events: {self.args.batch_events}", f"  max_batch_delay_ms: {self.args.batch_delay_ms}",
+                  f"  connections: {self.args.connections}",
                   "http:", f'  listen: "127.0.0.1:{http_port}"', "log:", f"  level: {level}"]
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -535,7 +536,7 @@ def run(args):
     results = {"machine": {"cores": os.cpu_count(), "uptime_load": open("/proc/loadavg").read().split()[:3]},
                "parameters": {"events": n, "steady_rate": args.rate, "steady_seconds": args.steady_seconds,
                               "partitions": args.partitions, "batch_events": args.batch_events,
-                              "batch_delay_ms": args.batch_delay_ms, "quick": args.quick, "build": args.build,
+                              "batch_delay_ms": args.batch_delay_ms, "connections": args.connections, "quick": args.quick, "build": args.build,
                               "verify_rows": args.verify_rows},
                "started_at": utc_now_text()}
 
@@ -760,6 +761,7 @@ def main():
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--batch-events", type=int, default=1000)
     ap.add_argument("--batch-delay-ms", type=int, default=20)
+    ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--verify-rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
