@@ -108,7 +108,8 @@ struct ParallelApplyTests {
         try h.waitAllCaughtUp(timeout: .seconds(240))
         #expect(a.isRunning && b.isRunning)
         try waitUntil("/lag to show the region up again on both", timeout: .seconds(30)) {
-            (try endA.lag()[target]?["up"] as? Bool) == true && (try endB.lag()[target]?["up"] as? Bool) == true
+            let (x, y) = (try endA.lag()[target]?["up"] as? Bool, try endB.lag()[target]?["up"] as? Bool)
+            return x == true && y == true
         }
         try OverlappingFaultTests.expectNoDifference(h, w, "connections 2: read-only region + instance joining (\(records.count) events)")
     }
@@ -140,6 +141,8 @@ struct ParallelApplyTests {
         }
     }
 
+    static func progress(_ p: Int32, _ n: Int64) -> [PartitionProgress] { [PartitionProgress(partition: p, nextOffset: n, lastRecordMs: nil)] }
+
     /// Advisory locks waited for in the region's database: (objsubid 1 = the table's key,
     /// 2 = a partition's; the partition number).
     static func waitingAdvisoryLocks(_ dbs: RegionDatabases) throws -> [(kind: Int, partition: Int)] {
@@ -157,14 +160,15 @@ struct ParallelApplyTests {
         let setup = try dbs.connect("eu-west-1")
         defer { setup.close() }
         try Schema.migrate(setup, table: table)
-        var w = Workload(origins: ["us-east-1"], seed: 77)
+        // Different sessions per partition, as keying by session id gives.
+        var w = Workload(origins: ["us-east-1"], seed: 77), w1 = Workload(origins: ["us-east-1"], seed: 78)
         w.generate(sessions: 4, messages: 40)
+        w1.generate(sessions: 4, messages: 40, contentPrefix: "p1-")
         let applier = RegionApplier(region: "eu-west-1", table: table, applyToOrigin: false)
         let group = "g"
-        func progress(_ p: Int32, _ n: Int64) -> [PartitionProgress] { [PartitionProgress(partition: p, nextOffset: n, lastRecordMs: nil)] }
         // Offsets rows for partitions 0 and 1 exist.
         for p: Int32 in [0, 1] {
-            _ = try applier.apply([], progress: progress(p, 1), consumerGroup: group, topic: "t", on: setup)
+            _ = try applier.apply([], progress: Self.progress(p, 1), consumerGroup: group, topic: "t", on: setup)
         }
         // A blocker holds partition 0's offsets row: the next applier of partition 0 takes its
         // advisory locks, then waits on that row, inside its transaction.
@@ -176,9 +180,9 @@ struct ParallelApplyTests {
         let (x0, x1, x2) = (try dbs.connect("eu-west-1"), try dbs.connect("eu-west-1"), try dbs.connect("eu-west-1"))
         let repairConnection = try dbs.connect("eu-west-1")
         defer { for c in [x0, x1, x2, repairConnection] { c.close() } }
-        let p0 = try Self.records(w, partition: 0), p1 = try Self.records(w, partition: 1)
+        let p0 = try Self.records(w, partition: 0), p1 = try Self.records(w1, partition: 1)
         let first = Background("partition 0, first") {
-            _ = try applier.apply(Array(p0.prefix(20)), progress: progress(0, 2), consumerGroup: group, topic: "t", on: x0)
+            _ = try applier.apply(Array(p0.prefix(20)), progress: Self.progress(0, 2), consumerGroup: group, topic: "t", on: x0)
         }
         try waitUntil("the first applier of partition 0 to hold its locks and wait on the offsets row", timeout: .seconds(20)) {
             try dbs.query("eu-west-1", "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
@@ -188,7 +192,7 @@ struct ParallelApplyTests {
 
         // Partition 1 applies and commits while partition 0's transaction is open.
         let other = Background("partition 1") {
-            _ = try applier.apply(p1, progress: progress(1, 2), consumerGroup: group, topic: "t", on: x1)
+            _ = try applier.apply(p1, progress: Self.progress(1, 2), consumerGroup: group, topic: "t", on: x1)
         }
         try waitUntil("the applier of partition 1 to commit", timeout: .seconds(20)) { other.done }
         #expect(other.error == nil, "\(other.error ?? "")")
@@ -197,7 +201,7 @@ struct ParallelApplyTests {
 
         // A second applier of partition 0 waits for the first's partition lock.
         let second = Background("partition 0, second") {
-            _ = try applier.apply(Array(p0.suffix(20)), progress: progress(0, 3), consumerGroup: group, topic: "t", on: x2)
+            _ = try applier.apply(Array(p0.suffix(20)), progress: Self.progress(0, 3), consumerGroup: group, topic: "t", on: x2)
         }
         try waitUntil("the second applier of partition 0 to wait for partition 0's lock", timeout: .seconds(20)) {
             try Self.waitingAdvisoryLocks(dbs).contains { $0.kind == 2 && $0.partition == 0 }
