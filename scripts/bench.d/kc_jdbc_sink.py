@@ -20,8 +20,9 @@ equivalent. `scripts/bench` runs it on the same machine, broker, backlog and Pos
 the daemon, into a `LIKE messages INCLUDING ALL` table of its own (same columns and indexes).
 
 Prints one JSON object: {"events", "seconds", "events_per_s", "transactions", "upserted", "deleted",
-"skipped", "cpu_percent"}, counted from the first record (connection and partition assignment
-excluded); cpu_percent is this process's own CPU over that time (to show whether Python limits it).
+"skipped", "write_seconds", "cpu_percent"}, counted from the first record (connection and partition assignment
+excluded); write_seconds is the time spent decoding, writing, committing and committing offsets
+(the rest is waiting for the broker); cpu_percent is this process's own CPU over that time (to show whether Python limits it).
 """
 import argparse
 import json
@@ -53,17 +54,20 @@ def main() -> int:
     delete = f"DELETE FROM {table} WHERE message_id = %s"
 
     db = psycopg.connect(args.dsn)
+    # fetch.wait.max.ms as the daemon has it in the bench: Tansu answers a fetch only when it has passed.
     consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": "kc-jdbc-sink-emulation",
-                         "enable.auto.commit": False, "log_level": 3})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10, "log_level": 3})
     consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in range(args.partitions)])
 
     n = upserted = deleted = skipped = txns = 0
+    db_seconds = 0.0
     start = cpu0 = None
     idle_since = time.monotonic()
     pending = []  # records of the open batch, in consumption order
 
     def flush():
-        nonlocal upserted, deleted, skipped, txns
+        nonlocal upserted, deleted, skipped, txns, db_seconds
+        t0 = time.monotonic()
         # One transaction, one pipeline: runs of upserts and deletes in record order (the sink
         # flushes its buffered upserts before a delete and vice versa).
         runs = []
@@ -93,6 +97,7 @@ def main() -> int:
             last[m.partition()] = m.offset()
         consumer.commit(offsets=[TopicPartition(args.topic, p, o + 1) for p, o in last.items()], asynchronous=False)
         pending.clear()
+        db_seconds += time.monotonic() - t0
 
     while n < args.max_events:
         msgs = consumer.consume(num_messages=min(args.batch_size - len(pending), args.max_events - n), timeout=0.5)
@@ -120,6 +125,7 @@ def main() -> int:
     print(json.dumps({"events": n, "seconds": round(elapsed, 3),
                       "events_per_s": round(n / elapsed, 1) if elapsed > 0 else 0.0,
                       "transactions": txns, "upserted": upserted, "deleted": deleted, "skipped": skipped,
+                      "write_seconds": round(db_seconds, 3),
                       "cpu_percent": round(100 * cpu / elapsed, 1) if elapsed > 0 else 0.0}))
     return 0
 
