@@ -553,6 +553,8 @@ def catchup_one(world, args, name, db, topic, n, perf_data=None):
     world.create_db(0, db)
     http = free_port()
     cfg = world.config(name, [(0, REGIONS[0], db)], http, topic=topic)
+    with psycopg.connect(world.dsn(0, db), autocommit=True) as c:
+        c.execute("CHECKPOINT")  # start clean of the previous phase's dirty pages, as the KC-style peer does
     d, pid = world.start_daemon(cfg, name, perf_data)
     try:
         per, cpu, span = drain(world, d, pid, [(0, db)], n, args.timeout)
@@ -660,6 +662,7 @@ def run(args):
     world.config("kc", [(0, REGIONS[0], "bench_kc")], free_port())  # migrate: the messages table to copy
     with psycopg.connect(world.dsn(0, "bench_kc"), autocommit=True) as c:
         c.execute("CREATE TABLE kc_messages (LIKE messages INCLUDING ALL)")
+        c.execute("CHECKPOINT")
     out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "kc_jdbc_sink.py"),
                           "--brokers", args.brokers, "--topic", kc_topic, "--partitions", str(args.partitions),
                           "--dsn", world.dsn(0, "bench_kc"), "--table", "kc_messages", "--batch-size", "3000",
@@ -838,10 +841,10 @@ def targets_block(r):
         if "broker_floor_p99_ms" in t:
             extra = f"   (broker floor p99 {t['broker_floor_p99_ms'] or 0:.1f} ms)"
         if t.get("events_drained", 1_000_000) != 1_000_000:
-            extra = f"   ({t['events_drained']:,} events drained; the target is set for 1,000,000)"
+            extra = "   (the target is set for 1,000,000)"
         if t.get("backlog_events") is not None:
             extra = f"   ({t['backlog_events']:,}-event backlog)"
-        return (f"  {'met ' if t['met'] else 'MISS'}  {t['figure']:44} {v:>9} {t['comparison']} {t['target']:g} "
+        return (f"  {'met ' if t['met'] else 'MISS'}  {t['figure']:46} {v:>8} {t['comparison']} {t['target']:g} "
                 f"{t['unit']}{extra}")
 
     lines = ["", "targets (value, target; ratios to ceilings of this run)"]
@@ -868,11 +871,11 @@ def table(r):
         "",
         f"{'measure':44} {'value':>14}   ratios",
         f"{'ceiling: COPY text, same rows (rows/s)':44} {ceil:14,.0f}",
-        f"{'ceiling: 3 concurrent COPYs, one per region (rows/s)':44} {r['ceiling_3']['rows_per_s']:14,.0f}",
+        f"{'ceiling: 3 concurrent COPYs (rows/s)':44} {r['ceiling_3']['rows_per_s']:14,.0f}   one per region server",
         f"{'naive replicator: INSERT per event (ev/s)':44} {naive:14,.0f}",
-        f"{'KC-style peer (emulated JDBC sink upsert) (ev/s)':44} {kc['events_per_s']:14,.0f}   "
-        f"{kc['backlog_events']:,}-event backlog, 1 region, 3,000 rows/txn",
-        f"{'catch-up, 1 region, same backlog (ev/s)':44} {kcd['events_per_s']:14,.0f}   "
+        f"{'KC-style peer, an emulation (ev/s)':44} {kc['events_per_s']:14,.0f}   "
+        f"Kafka Connect JDBC sink upsert, 3,000 rows/txn; {kc['backlog_events']:,}-event backlog, 1 region",
+        f"{'catch-up, 1 region, the peer' + chr(39) + 's backlog (ev/s)':44} {kcd['events_per_s']:14,.0f}   "
         f"{kcd['events_per_s'] / max(kc['events_per_s'], 1e-9):.2f} × KC-style peer "
         f"{kcd['events_per_s'] / max(naive, 1e-9):6.1f} × naive, batches of {kcd['mean_batch_events'] or 0:,.0f} mean",
         f"{'catch-up, 1 region (ev/s)':44} {c1['events_per_s']:14,.0f}   {ratios(c1['events_per_s'])}",
