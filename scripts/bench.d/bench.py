@@ -821,7 +821,7 @@ def targets(r):
                                      backlog_events=kc["backlog_events"]),
         "steady_p99_ms": target(f"steady {st['rate']:,} ev/s → 3 regions, p99 (histogram)",
                                 st["daemon_histogram_ms"]["p99"], 50.0, "ms", False,
-                                broker_floor_p99_ms=st["broker_floor_ms"].get("p99")),
+                                broker_floor_p99_ms=st["broker_floor_ms"].get("p99"), rate=st["rate"], target_rate=5000),
         "steady_cpu_us_per_event_region": target("CPU per event per region, steady state",
                                                  st["cpu_us_per_event_region"], 5.0, "µs", False),
         "peak_rss_3r_mb": target(f"peak RSS draining {n:,} into 3 regions", c3["peak_rss_mb"], 100.0, "MB", False,
@@ -840,6 +840,8 @@ def targets_block(r):
         extra = ""
         if "broker_floor_p99_ms" in t:
             extra = f"   (broker floor p99 {t['broker_floor_p99_ms'] or 0:.1f} ms)"
+            if t["rate"] != t["target_rate"]:
+                extra += f" (the target is set for {t['target_rate']:,} ev/s)"
         if t.get("events_drained", 1_000_000) != 1_000_000:
             extra = "   (the target is set for 1,000,000)"
         if t.get("backlog_events") is not None:
