@@ -846,7 +846,7 @@ def targets_block(r):
             extra = "   (the target is set for 1,000,000)"
         if t.get("backlog_events") is not None:
             extra = f"   ({t['backlog_events']:,}-event backlog)"
-        return (f"  {'met ' if t['met'] else 'MISS'}  {t['figure']:46} {v:>8} {t['comparison']} {t['target']:g} "
+        return (f"  {'met ' if t['met'] else 'MISS'}  {t['figure']:46} {v:>9} {t['comparison']} {t['target']:g} "
                 f"{t['unit']}{extra}")
 
     lines = ["", "targets (value, target; ratios to ceilings of this run)"]
