@@ -273,14 +273,21 @@ struct LagTests {
         let first = try #require(try e.lag()[victim]?.double("lag_seconds"))
         var maxOther = 0.0
         var samples = 0
+        var previous = first
+        var drops: [String] = []
         try waitUntil("3 s of samples", timeout: .seconds(10)) {
             let lag = try e.lag()
             for r in others { maxOther = max(maxOther, lag[r]?.double("lag_seconds") ?? .infinity) }
+            if let v = lag[victim]?.double("lag_seconds") {
+                if v < previous - 0.01 { drops.append("\(previous) → \(v)") }
+                previous = v
+            }
             samples += 1
             return ContinuousClock.now - start >= .seconds(3)
         }
         let last = try #require(try e.lag()[victim]?.double("lag_seconds"))
         #expect(last - first >= 2, "lag_seconds of \(victim) went from \(first) to \(last) over 3 s")
+        #expect(drops.isEmpty, "lag_seconds of the down region \(victim) went down: \(drops)")
         #expect(maxOther < 1, "another region's lag_seconds reached \(maxOther)")
         #expect(samples >= 5)
         let m = try e.metrics()
