@@ -28,8 +28,12 @@ public final class LagMonitor: Service, @unchecked Sendable {
 
     private var db: PostgresConnection?
     private let watermarks: TopicWatermarks
-    /// Group-less consumer reading the oldest unapplied records.
+    /// Group-less consumer reading the oldest unapplied records; closed after
+    /// ``peekIdleClose`` without a read (an idle or caught-up region needs none, and each
+    /// librdkafka client holds ~1.3 MB and six threads).
     private var consumer: KafkaConsumer?
+    private var lastPeek = ContinuousClock.now
+    static let peekIdleClose: Duration = .seconds(15)
     /// Consumer of the region's group, reading its committed offsets while the database has
     /// never answered (made once, not once per sample).
     private var groupConsumer: KafkaConsumer?
@@ -185,7 +189,16 @@ public final class LagMonitor: Service, @unchecked Sendable {
 
     private func readOldestUnapplied() {
         let wanted = status.unknownOldest(region: settings.region)
-        guard !wanted.isEmpty, let c = try? kafka() else { return }
+        guard !wanted.isEmpty else {
+            if let c = consumer, ContinuousClock.now - lastPeek >= Self.peekIdleClose {
+                c.close()
+                consumer = nil
+                logger.debug("closed the idle Kafka client that reads the oldest unapplied records")
+            }
+            return
+        }
+        lastPeek = ContinuousClock.now
+        guard let c = try? kafka() else { return }
         do {
             // Read from the low watermark when retention already deleted the stored offset's
             // record (assigning below it would only make librdkafka reset, and warn, every time).

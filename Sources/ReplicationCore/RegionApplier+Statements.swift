@@ -20,6 +20,10 @@ struct Statements {
         let id = q(c.messageID), session = q(c.sessionID), created = q(c.createdAt), version = q(c.version)
         tableKey = "hashtext('region-replicator apply ' || $$\(table.description)$$)"
         exclusiveLock = "SELECT pg_advisory_xact_lock(\(tableKey)::bigint)"
+        // Each statement answers (applied, same-version duplicates, ordinalities of the applied
+        // rows). When every row applied, the duplicate count is 0 and the ordinalities are all
+        // rows: the two counting subqueries (InitPlans, evaluated only when referenced) are then
+        // skipped and the third column is NULL — see `RegionApplier.account`.
         // Applied = the tombstone moved forward; the delete removes what it covers either way.
         sessionTombstones = """
             WITH s AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS s(session_id, deleted_at, i)),
@@ -29,12 +33,14 @@ struct Statements {
                   WHERE t.deleted_at < excluded.deleted_at
                   RETURNING t.session_id),
             d AS (DELETE FROM \(t) m USING s WHERE m.\(session) = s.session_id AND m.\(created) <= s.deleted_at
-                  RETURNING 1)
-            SELECT (SELECT count(*) FROM t),
-                   (SELECT count(*) FROM s JOIN \(b.sessionTombstones) o
-                      ON o.session_id = s.session_id AND o.deleted_at = s.deleted_at),
-                   (SELECT string_agg(s.i::text, ',') FROM t JOIN s USING (session_id)),
+                  RETURNING 1),
+            n AS MATERIALIZED (SELECT (SELECT count(*) FROM t) AS applied, (SELECT count(*) FROM s) AS total)
+            SELECT n.applied,
+                   CASE WHEN n.applied < n.total THEN (SELECT count(*) FROM s JOIN \(b.sessionTombstones) o
+                      ON o.session_id = s.session_id AND o.deleted_at = s.deleted_at) ELSE 0 END,
+                   CASE WHEN n.applied < n.total THEN (SELECT string_agg(s.i::text, ',') FROM t JOIN s USING (session_id)) END,
                    (SELECT count(*) FROM d)
+            FROM n
             """
         messageTombstones = """
             WITH d AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[]) WITH ORDINALITY
@@ -46,11 +52,13 @@ struct Statements {
                   WHERE t.version < excluded.version
                   RETURNING t.message_id),
             x AS (DELETE FROM \(t) m USING d WHERE m.\(id) = d.message_id AND m.\(version) <= d.version
-                  RETURNING 1)
-            SELECT (SELECT count(*) FROM t),
-                   (SELECT count(*) FROM d JOIN \(b.messageTombstones) o
-                      ON o.message_id = d.message_id AND o.version = d.version),
-                   (SELECT string_agg(d.i::text, ',') FROM t JOIN d USING (message_id))
+                  RETURNING 1),
+            n AS MATERIALIZED (SELECT (SELECT count(*) FROM t) AS applied, (SELECT count(*) FROM d) AS total)
+            SELECT n.applied,
+                   CASE WHEN n.applied < n.total THEN (SELECT count(*) FROM d JOIN \(b.messageTombstones) o
+                      ON o.message_id = d.message_id AND o.version = d.version) ELSE 0 END,
+                   CASE WHEN n.applied < n.total THEN (SELECT string_agg(d.i::text, ',') FROM t JOIN d USING (message_id)) END
+            FROM n
             """
         // The NOT EXISTS pre-checks skip duplicates, stale versions, lost tie-breaks and
         // tombstoned messages without taking a row lock; ON CONFLICT … WHERE keeps the version
@@ -91,11 +99,14 @@ struct Statements {
                     ON CONFLICT (\(id)) DO UPDATE
                     SET \(updates.joined(separator: ", "))
                     WHERE m.\(version) < excluded.\(version) OR (m.\(version) = excluded.\(version) AND \(excluded) > \(stored))
-                    RETURNING m.\(id) AS message_id)
-            SELECT (SELECT count(*) FROM ins),
-                   (SELECT count(*) FROM u JOIN \(t) e ON e.\(id) = u.message_id AND e.\(version) = u.version
-                                                      AND \(existing) = \(incoming)),
-                   (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id))
+                    RETURNING m.\(id) AS message_id),
+            n AS MATERIALIZED (SELECT (SELECT count(*) FROM ins) AS applied, (SELECT count(*) FROM u) AS total)
+            SELECT n.applied,
+                   CASE WHEN n.applied < n.total THEN
+                       (SELECT count(*) FROM u JOIN \(t) e ON e.\(id) = u.message_id AND e.\(version) = u.version
+                                                         AND \(existing) = \(incoming)) ELSE 0 END,
+                   CASE WHEN n.applied < n.total THEN (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id)) END
+            FROM n
             """
         deadLetters = """
             INSERT INTO \(b.deadLetters) (topic, partition, "offset", record_key, payload, error, first_seen)

@@ -185,7 +185,8 @@ public final class RegionApplier: @unchecked Sendable {
         var timestamps: [Int64?]
     }
 
-    /// Each statement returns (applied, same-version duplicates, ordinalities of the applied rows).
+    /// Each statement returns (applied, same-version duplicates, ordinalities of the applied rows);
+    /// when every row applied it skips the two counting subqueries and answers (total, 0, NULL).
     private func account(_ r: PostgresResult, into result: inout ApplyResult, total: Int, timestamps: [Int64?]) {
         let row = r.rows.first ?? []
         let applied = Int((row.first ?? nil) ?? "0") ?? 0
@@ -193,7 +194,9 @@ public final class RegionApplier: @unchecked Sendable {
         result.counts[.applied] += applied
         result.counts[.duplicate] += same
         result.counts[.stale] += total - applied - same
-        if row.count > 2, let list = row[2] {
+        if applied == total, row.count > 2, row[2] == nil {
+            result.appliedTimestampsMs += timestamps.prefix(total).compactMap { $0 }
+        } else if row.count > 2, let list = row[2] {
             for i in list.split(separator: ",") {
                 if let i = Int(i), i >= 1, i <= timestamps.count, let ts = timestamps[i - 1] {
                     result.appliedTimestampsMs.append(ts)

@@ -284,6 +284,7 @@ public final class RegionPipeline: @unchecked Sendable {
         var schemaBackoff = Self.schemaBackoff()
         while !book.pending.isEmpty && !stopping {
             let chunk = Array(book.pending.prefix(max(1, chunkLimit)))
+            reportOldest(chunk)
             let decoded = chunk.map { r in
                 DecodedRecord(record: r, event: EventDecoder.decode(r.value))
             }
@@ -421,6 +422,17 @@ public final class RegionPipeline: @unchecked Sendable {
             return true
         } catch {
             return false
+        }
+    }
+
+    /// The first record of each partition in `chunk` is that partition's oldest unapplied one:
+    /// its timestamp makes the region's lag_seconds exact at once, while the database is down
+    /// too, without waiting for the monitor to peek it.
+    private func reportOldest(_ chunk: [KafkaRecord]) {
+        var seen = Set<Int32>()
+        for r in chunk where seen.insert(r.partition).inserted {
+            guard let ms = r.timestampMs else { continue }
+            status.oldestUnapplied(region: settings.region, partition: r.partition, offset: r.offset, timestampMs: ms)
         }
     }
 

@@ -116,6 +116,9 @@ public final class ReplicationStatus: Sendable {
         var oldest: [Int32: (offset: Int64, ms: Int64)] = [:]
         /// Kafka timestamp (ms) of the last record this process saw applied, per partition.
         var lastAppliedMs: [Int32: Int64] = [:]
+        /// When a watermark sample last found the partition caught up (unix ms): every record
+        /// unapplied since was appended after it.
+        var caughtUpMs: [Int32: Int64] = [:]
         var lastApply: Double? = nil
         var gone: Int64 = 0
         var heartbeats: [String: (at: ContinuousClock.Instant, timeout: Duration)] = [:]
@@ -182,6 +185,7 @@ public final class ReplicationStatus: Sendable {
                 r.next[p] = n
                 if let o = r.oldest[p], o.offset != n { r.oldest[p] = nil }
                 r.lastAppliedMs[p] = nil  // moved back: older records are unapplied again
+                r.caughtUpMs[p] = nil
             }
         }
     }
@@ -220,6 +224,7 @@ public final class ReplicationStatus: Sendable {
             r.low = low
             r.sampledAt = unix
             r.kafkaProblem = nil
+            for (p, h) in high where h <= (r.next[p] ?? 0) { r.caughtUpMs[p] = Int64(unix * 1000) }
         }
     }
 
@@ -289,11 +294,13 @@ public final class ReplicationStatus: Sendable {
                     guard lag > 0 else { continue }
                     if let o = r.oldest[p], o.offset == n {
                         oldestMs = min(oldestMs ?? o.ms, o.ms)
-                    } else if let ms = r.lastAppliedMs[p] {
-                        // The record at `n` is not read yet (a catching-up pipeline moves on
-                        // faster than the monitor peeks): it is no older than the last record
-                        // applied before it, whose age is therefore a bound that never reads
-                        // less than the truth and is tight while records are dense.
+                    } else if let ms = [r.lastAppliedMs[p], r.caughtUpMs[p]].compactMap({ $0 }).max() {
+                        // The record at `n` is not read yet (the pipeline reports the records it
+                        // holds, the monitor peeks the others; a sample can come first). It is
+                        // no older than the last record applied before it, nor than the last
+                        // sample that found the partition caught up: the younger of the two is
+                        // a bound, tight while records are dense, and at most one sample
+                        // interval above the truth after an idle spell.
                         oldestMs = min(oldestMs ?? ms, ms)
                     }
                 }

@@ -69,4 +69,73 @@ struct ApplierOrderTests {
         #expect(dry.counts == real.counts)
         #expect(real.counts[.applied] > 0)
     }
+
+    /// One record per event (`json` nil: an undecodable record), offsets in order, Kafka timestamp 1000 + offset.
+    static func records(_ events: [[String: Any]?]) throws -> [DecodedRecord] {
+        try events.enumerated().map { i, e in
+            let value = try e.map { Array(try JSONSerialization.data(withJSONObject: $0)) } ?? Array("not json".utf8)
+            return DecodedRecord(record: RecordRef(topic: "t", partition: 0, offset: Int64(i), key: nil, value: value,
+                                                   timestampMs: 1000 + Int64(i)),
+                                 event: EventDecoder.decode(value))
+        }
+    }
+
+    static func upsert(_ id: String, session: String = "s1", content: String = "hello", version: Int = 1,
+                       origin: String = "us-east-1", created: String = "2026-11-20T10:00:00Z") -> [String: Any] {
+        ["type": "message.upserted", "event_id": UUID().uuidString, "message_id": id, "session_id": session, "role": "user",
+         "content": content, "origin_region": origin, "created_at": created, "version": version]
+    }
+
+    @Test("Outcome counts and applied timestamps are exact: an all-new batch and a mixed one")
+    func exactOutcomeCounts() throws {
+        let dbs = try RegionDatabases(regions: ["eu-west-1"])
+        defer { dbs.drop() }
+        let (db, table) = try Self.migrated(dbs)
+        defer { db.close() }
+        let applier = RegionApplier(region: "eu-west-1", table: table, applyToOrigin: false)
+        let m = (1...8).map { _ in UUID().uuidString.lowercased() }
+        let tombstoneM6: [String: Any] = ["type": "message.deleted", "event_id": UUID().uuidString, "message_id": m[5],
+                                          "session_id": "s1", "origin_region": "us-east-1",
+                                          "occurred_at": "2026-11-21T10:00:00Z", "version": 2]
+        let eraseS9: [String: Any] = ["type": "session.deleted", "event_id": UUID().uuidString, "session_id": "s9",
+                                      "origin_region": "us-east-1", "occurred_at": "2026-11-21T10:00:00Z"]
+        // Every event is new: the statements take their fast path (no counting joins).
+        let first = try Self.records([Self.upsert(m[0]), Self.upsert(m[1]), Self.upsert(m[2], session: "s2"),
+                                      Self.upsert(m[3], version: 2), Self.upsert(m[4], content: "v1"), tombstoneM6, eraseS9])
+        let a = try applier.apply(first, progress: [], consumerGroup: nil, topic: "t", on: db)
+        #expect(a.counts[.applied] == 7 && a.counts.total == 7, "\(a.counts)")
+        #expect(a.appliedTimestampsMs.sorted() == Array(1000...1006))
+        #expect(try db.query("SELECT count(*) FROM messages").rows[0][0] == "5")
+
+        // One of each outcome, in one batch.
+        let mixed = try Self.records([
+            Self.upsert(m[6]),                                           // applied: new
+            Self.upsert(m[0]),                                           // duplicate: same version and content
+            Self.upsert(m[4], content: "v2", version: 2),                // applied: newer version
+            Self.upsert(m[3], version: 1),                               // stale: older version
+            Self.upsert(m[5]),                                           // stale: message tombstone
+            Self.upsert(m[7], session: "s9"),                            // stale: session tombstone
+            tombstoneM6,                                                 // duplicate
+            eraseS9,                                                     // duplicate
+            Self.upsert(UUID().uuidString.lowercased(), origin: "eu-west-1"),  // skipped_origin
+            nil,                                                         // dead_lettered
+        ])
+        let dry = try applier.apply(mixed, progress: [], consumerGroup: nil, topic: "t", on: db, dryRun: true)
+        let b = try applier.apply(mixed, progress: [], consumerGroup: nil, topic: "t", on: db)
+        var expected = OutcomeCounts()
+        expected[.applied] = 2
+        expected[.duplicate] = 3
+        expected[.stale] = 3
+        expected[.skippedOrigin] = 1
+        expected[.deadLettered] = 1
+        #expect(b.counts == expected, "\(b.counts)")
+        #expect(dry.counts == expected, "dry run: \(dry.counts)")
+        #expect(b.appliedTimestampsMs.sorted() == [1000, 1002])
+        #expect(try db.query("SELECT version, content FROM messages WHERE message_id = $1", [m[4]]).rows == [["2", "v2"]])
+
+        // The first batch again: every event is now a duplicate.
+        let again = try applier.apply(first, progress: [], consumerGroup: nil, topic: "t", on: db)
+        #expect(again.counts[.duplicate] == 6 && again.counts[.stale] == 1 && again.counts.total == 7, "\(again.counts)")
+        #expect(again.appliedTimestampsMs.isEmpty)
+    }
 }

@@ -273,14 +273,21 @@ struct LagTests {
         let first = try #require(try e.lag()[victim]?.double("lag_seconds"))
         var maxOther = 0.0
         var samples = 0
+        var previous = first
+        var drops: [String] = []
         try waitUntil("3 s of samples", timeout: .seconds(10)) {
             let lag = try e.lag()
             for r in others { maxOther = max(maxOther, lag[r]?.double("lag_seconds") ?? .infinity) }
+            if let v = lag[victim]?.double("lag_seconds") {
+                if v < previous - 0.01 { drops.append("\(previous) → \(v)") }
+                previous = v
+            }
             samples += 1
             return ContinuousClock.now - start >= .seconds(3)
         }
         let last = try #require(try e.lag()[victim]?.double("lag_seconds"))
         #expect(last - first >= 2, "lag_seconds of \(victim) went from \(first) to \(last) over 3 s")
+        #expect(drops.isEmpty, "lag_seconds of the down region \(victim) went down: \(drops)")
         #expect(maxOther < 1, "another region's lag_seconds reached \(maxOther)")
         #expect(samples >= 5)
         let m = try e.metrics()
@@ -300,6 +307,49 @@ struct LagTests {
     }
 
     // MARK: - 5. Idle topic
+
+    /// The daemon's librdkafka clients, counted by their main threads (`rdk:main`).
+    func kafkaClients(_ pid: Int32) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.filter {
+            (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8))?.hasPrefix("rdk:main") == true
+        }.count
+    }
+
+    @Test("A lagging region's monitor reads its oldest unapplied record with a Kafka client of its own and closes it once idle: then one client per pipeline plus one for the watermarks")
+    func idleClientsClosed() throws {
+        let (h, e) = try harness()
+        let victim = h.regions[0]
+        let server = h.dbs.server(victim)
+        try #require(h.regions.allSatisfy { $0 == victim || h.dbs.server($0).index != server.index },
+                     "the regions must be on distinct servers")
+        // The victim's database is down from the start: its pipeline cannot resolve its stored
+        // offsets, so it holds no record, and the monitor must read the oldest one itself.
+        try server.stopImmediately()
+        defer { if !server.isRunning { try? server.start() } }
+        let daemon = try h.startDaemon()
+        let more = workload(h, seed: 17, messages: 20).events
+        try h.cluster.produce(more)
+        try waitUntil("a positive lag_seconds for \(victim)") {
+            let lag = try e.lag()
+            return lag[victim]?.int("lag_events") == Int64(more.count) && (lag[victim]?.double("lag_seconds") ?? 0) > 0
+        }
+        // One per pipeline, one for the watermarks, and at least the victim's monitor's own.
+        try waitUntil("more than \(h.regions.count + 1) librdkafka clients while \(victim) lags", timeout: .seconds(10)) {
+            kafkaClients(daemon.pid) > h.regions.count + 1
+        }
+
+        try server.start()
+        try h.waitAllCaughtUp()
+        try waitReady(h, e)
+        try waitUntil("the idle monitor to close its client (after 15 s)", timeout: .seconds(45), interval: .milliseconds(250)) {
+            kafkaClients(daemon.pid) == h.regions.count + 1
+        }
+        // Idle, it stays that way and the figures stay right.
+        let lag = try e.lag()
+        #expect(h.regions.allSatisfy { lag[$0]?.int("lag_events") == 0 && lag[$0]?.double("lag_seconds") == 0 })
+        #expect(kafkaClients(daemon.pid) == h.regions.count + 1)
+    }
 
     @Test("An idle topic after catching up: lag_seconds stays below 1 (and lag_events 0) for 10 s in every region")
     func idleTopic() throws {

@@ -92,4 +92,35 @@ struct ReplicationStatusTests {
         s.heartbeat(region: "eu", loop: "pipeline-2", timeout: .seconds(-1))
         #expect(s.snapshot(now: now).stalledLoops == ["eu/pipeline-2"])
     }
+
+    @Test("Idle and caught up, then behind before the new record is read: bounded by the last sample that found it caught up, not by the older last applied record")
+    func behindAfterAnIdleSpell() {
+        let s = ReplicationStatus(topic: "t", regions: ["eu"])
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 100,
+                                                               lastRecordMs: Int64((now - 60) * 1000))],
+                    at: now - 59)
+        s.watermarks(region: "eu", [0: 100], at: now - 1)   // caught up, idle for a minute
+        s.watermarks(region: "eu", [0: 103], at: now - 0.5) // three new records, none read yet
+        let bound = s.snapshot(now: now).regions[0]
+        #expect(bound.lagEvents == 3)
+        #expect(abs(bound.lagSeconds - 1) < 0.001, "lag_seconds \(bound.lagSeconds), not the 60 s of the last applied record")
+        // The record itself (the pipeline holds it, or the monitor peeked it) is the figure.
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 100, timestampMs: Int64((now - 0.7) * 1000))
+        #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 0.7) < 0.001)
+        // A region that stays down: the figure grows with the clock.
+        #expect(abs(s.snapshot(now: now + 5).regions[0].lagSeconds - 5.7) < 0.001)
+    }
+
+    @Test("Offsets moved back by a restore: a caught-up sample from before the restore no longer bounds the lag")
+    func restoreForgetsTheCaughtUpSample() {
+        let s = ReplicationStatus(topic: "t", regions: ["eu"])
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 100, lastRecordMs: nil)],
+                    at: now - 100)
+        s.watermarks(region: "eu", [0: 100], at: now - 1)
+        s.storedOffsetsMoved(region: "eu", [0: 40])
+        let lag = s.snapshot(now: now).regions[0]
+        #expect(lag.lagEvents == 60)
+        // Nothing bounds the 60 unapplied records' age but the last commit, 100 s ago.
+        #expect(abs(lag.lagSeconds - 100) < 0.001, "lag_seconds \(lag.lagSeconds)")
+    }
 }

@@ -34,6 +34,8 @@ import psycopg
 from confluent_kafka import Producer
 
 TOPIC = "chat.messages"
+KC_TOPIC = "chat.kc"  # the KC-style peer's backlog when the main one is larger than KC_EVENTS
+KC_EVENTS = 200_000
 STEADY_TOPIC = "chat.steady"
 ORIGIN = "sa-east-1"  # not a target region: every backlog event applies in every region
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
@@ -66,7 +68,7 @@ def utc_now_text():
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def produce_backlog(brokers, n, seed):
+def produce_backlog(brokers, n, seed, topic=TOPIC):
     p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 200000, "compression.type": "none", "log_level": 3})
     rng = random.Random(seed)
@@ -77,14 +79,14 @@ def produce_backlog(brokers, n, seed):
         key, ev = make_event(rng, i, created)
         while True:
             try:
-                p.produce(TOPIC, key=key, value=json.dumps(ev, separators=(",", ":")))
+                p.produce(topic, key=key, value=json.dumps(ev, separators=(",", ":")))
                 break
             except BufferError:
                 p.poll(0.05)
         if i % 10000 == 0:
             p.poll(0)
     p.flush(120)
-    log(f"produced a backlog of {n} events in {time.monotonic() - t0:.1f} s")
+    log(f"produced a backlog of {n} events into {topic} in {time.monotonic() - t0:.1f} s")
 
 
 def produce_at_rate(brokers, topic, rate, seconds, seed):
@@ -173,9 +175,10 @@ class World:
         lines.append("regions:")
         for (i, region, db) in regions:
             lines += [f"  - name: {region}", f'    dsn: "{self.dsn(i, db)}"']
-        lines += ["apply:", f"  max_batch_events: {self.args.batch_events}", f"  max_batch_delay_ms: {self.args.batch_delay_ms}",
-                  f"  connections: {self.args.connections}",
-                  "http:", f'  listen: "127.0.0.1:{http_port}"', "log:", f"  level: {level}"]
+        lines += ["apply:", f"  max_batch_events: {self.args.batch_events}", f"  max_batch_delay_ms: {self.args.batch_delay_ms}"]
+        if self.args.connections is not None:
+            lines.append(f"  connections: {self.args.connections}")
+        lines += ["http:", f'  listen: "127.0.0.1:{http_port}"', "log:", f"  level: {level}"]
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         subprocess.run([os.path.join(self.bin, "region-replicator"), "migrate", "--config", path],
@@ -290,6 +293,21 @@ def histogram(text, name):
             le = float("inf") if le == "+Inf" else float(le)
             buckets[le] = buckets.get(le, 0) + float(value)
     return buckets
+
+
+def metric_sum(text, name):
+    """The sum of one metric's samples over all label sets."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def mean_batch_events(text):
+    """Events per apply transaction, from the daemon's own counters (all regions)."""
+    batches = metric_sum(text, "region_replicator_batch_duration_seconds_count")
+    return round(metric_sum(text, "region_replicator_events_total") / batches, 1) if batches else None
 
 
 def quantile(before, after, q):
@@ -529,6 +547,50 @@ def verify_phase(world, args):
     return out
 
 
+def catchup_one(world, args, name, db, topic, n, perf_data=None):
+    """region-replicator draining a backlog of `n` events on `topic` into one region (server 1,
+    a new database `db`)."""
+    world.create_db(0, db)
+    http = free_port()
+    cfg = world.config(name, [(0, REGIONS[0], db)], http, topic=topic)
+    with psycopg.connect(world.dsn(0, db), autocommit=True) as c:
+        c.execute("CHECKPOINT")  # start clean of the previous phase's dirty pages, as the KC-style peer does
+    d, pid = world.start_daemon(cfg, name, perf_data)
+    try:
+        per, cpu, span = drain(world, d, pid, [(0, db)], n, args.timeout)
+        rss = peak_rss_mb(pid)
+        batch = mean_batch_events(scrape(http))
+    finally:
+        stop(d, pid)
+    return {"events": per[0]["events"], "events_per_s": per[0]["events_per_s"], "seconds": per[0]["seconds"],
+            "cpu_us_per_event_region": round(cpu / max(per[0]["events"], 1) * 1e6, 2),
+            "cpu_s_per_1000_events": round(cpu / max(per[0]["events"], 1) * 1000, 4),
+            "peak_rss_mb": round(rss, 1), "rss_before_drain_mb": round(drain.rss_at_start, 1),
+            "mean_batch_events": batch}
+
+
+def copy_rows(dsn, buf, table, barrier=None):
+    """Times one `COPY … FROM STDIN` (text) of `buf` into a new empty `LIKE messages INCLUDING ALL`
+    table, in one transaction; with `barrier`, the COPY starts when every party is ready.
+    Returns (start, end) on the monotonic clock."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f"DROP TABLE IF EXISTS {table}")
+        c.execute(f"CREATE TABLE {table} (LIKE messages INCLUDING ALL)")
+        c.execute("CHECKPOINT")
+        if barrier is not None:
+            barrier.wait()
+        t0 = time.monotonic()
+        with c.transaction():
+            with c.cursor().copy(f"COPY {table} (message_id, session_id, role, content, region, created_at, "
+                                 "version, replicated_at) FROM STDIN") as cp:
+                view = memoryview(buf)
+                for k in range(0, len(view), 1 << 20):
+                    cp.write(view[k:k + (1 << 20)])
+        t1 = time.monotonic()
+        c.execute(f"DROP TABLE {table}")
+    return t0, t1
+
+
 def run(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     world = World(args)
@@ -536,24 +598,17 @@ def run(args):
     results = {"machine": {"cores": os.cpu_count(), "uptime_load": open("/proc/loadavg").read().split()[:3]},
                "parameters": {"events": n, "steady_rate": args.rate, "steady_seconds": args.steady_seconds,
                               "partitions": args.partitions, "batch_events": args.batch_events,
-                              "batch_delay_ms": args.batch_delay_ms, "connections": args.connections, "quick": args.quick, "build": args.build,
-                              "verify_rows": args.verify_rows},
+                              "batch_delay_ms": args.batch_delay_ms, "quick": args.quick, "build": args.build,
+                              "verify_rows": args.verify_rows, "connections": args.connections,
+                              "kc_events": min(n, KC_EVENTS)},
                "started_at": utc_now_text()}
 
     produce_backlog(args.brokers, n, seed=42)
 
     # -- catch-up, 1 region (server 1, its own database)
-    world.create_db(0, "bench_1r")
-    http1 = free_port()
-    cfg1 = world.config("one", [(0, REGIONS[0], "bench_1r")], http1)
     log("catch-up, 1 region")
     perf_data = os.path.join(world.dir, "perf-1r.data") if args.profile else None
-    d, pid = world.start_daemon(cfg1, "one", perf_data)
-    try:
-        per, cpu, span = drain(world, d, pid, [(0, "bench_1r")], n, args.timeout)
-        rss = peak_rss_mb(pid)
-    finally:
-        stop(d, pid)
+    results["catchup_1"] = catchup_one(world, args, "one", "bench_1r", TOPIC, n, perf_data)
     if perf_data is not None:
         report = subprocess.run(f"perf report -i {perf_data} --no-children --sort dso,symbol --stdio -g none "
                                 f"2>/dev/null | swift demangle --simplified | grep -v '^#' | grep -v '^$' | head -60",
@@ -562,10 +617,6 @@ def run(args):
         with open(path, "w") as f:
             f.write(report)
         log(f"  profile of the daemon (perf, cpu-clock) while draining: {path}")
-    results["catchup_1"] = {"events_per_s": per[0]["events_per_s"], "seconds": per[0]["seconds"],
-                            "cpu_us_per_event_region": round(cpu / max(per[0]["events"], 1) * 1e6, 2),
-                            "cpu_s_per_1000_events": round(cpu / max(per[0]["events"], 1) * 1000, 4),
-                            "peak_rss_mb": round(rss, 1), "rss_before_drain_mb": round(drain.rss_at_start, 1)}
     log(f"  {results['catchup_1']}")
 
     # -- the ceiling: COPY of the same rows into an empty copy of the table, same database
@@ -577,18 +628,8 @@ def run(args):
                              "replicated_at FROM messages) TO STDOUT") as cp:
             for chunk in cp:
                 buf += chunk
-        c.execute("DROP TABLE IF EXISTS ceiling_messages")
-        c.execute("CREATE TABLE ceiling_messages (LIKE messages INCLUDING ALL)")
-        c.execute("CHECKPOINT")
-        t0 = time.monotonic()
-        with c.transaction():
-            with c.cursor().copy("COPY ceiling_messages (message_id, session_id, role, content, region, created_at, "
-                                 "version, replicated_at) FROM STDIN") as cp:
-                view = memoryview(buf)
-                for k in range(0, len(view), 1 << 20):
-                    cp.write(view[k:k + (1 << 20)])
-        secs = time.monotonic() - t0
-        c.execute("DROP TABLE ceiling_messages")
+    t0, t1 = copy_rows(world.dsn(0, "bench_1r"), buf, "ceiling_messages")
+    secs = t1 - t0
     results["ceiling"] = {"rows": rows, "seconds": round(secs, 3), "rows_per_s": round(rows / secs, 1)}
     log(f"  {results['ceiling']}")
 
@@ -602,6 +643,37 @@ def run(args):
                           "--max-events", str(n)], check=True, capture_output=True, text=True)
     results["naive"] = json.loads(out.stdout.strip().splitlines()[-1])
     log(f"  {results['naive']}")
+
+    # -- the KC-style peer (an emulation of Kafka Connect's JDBC sink, upsert mode), same server,
+    # its own database, on a backlog of at most KC_EVENTS events; the daemon on the same backlog.
+    kc_n = min(n, KC_EVENTS)
+    if kc_n == n:
+        kc_topic, results["kc_daemon"] = TOPIC, dict(results["catchup_1"], source="catchup_1")
+    else:
+        kc_topic = KC_TOPIC
+        produce_backlog(args.brokers, kc_n, seed=42, topic=kc_topic)  # the first kc_n events of the backlog
+        log(f"catch-up, 1 region, {kc_n}-event backlog (for the KC-style peer)")
+        results["kc_daemon"] = dict(catchup_one(world, args, "kc-daemon", "bench_kc_daemon", kc_topic, kc_n),
+                                    source="own run")
+        with psycopg.connect(world.dsn(0, "postgres"), autocommit=True) as c:
+            c.execute('DROP DATABASE IF EXISTS "bench_kc_daemon"')
+    log(f"KC-style peer (emulation of the Kafka Connect JDBC sink, upsert), {kc_n}-event backlog")
+    world.create_db(0, "bench_kc")
+    world.config("kc", [(0, REGIONS[0], "bench_kc")], free_port())  # migrate: the messages table to copy
+    with psycopg.connect(world.dsn(0, "bench_kc"), autocommit=True) as c:
+        c.execute("CREATE TABLE kc_messages (LIKE messages INCLUDING ALL)")
+        c.execute("CHECKPOINT")
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "kc_jdbc_sink.py"),
+                          "--brokers", args.brokers, "--topic", kc_topic, "--partitions", str(args.partitions),
+                          "--dsn", world.dsn(0, "bench_kc"), "--table", "kc_messages", "--batch-size", "3000",
+                          "--max-events", str(kc_n)], check=True, capture_output=True, text=True)
+    results["kc_peer"] = json.loads(out.stdout.strip().splitlines()[-1])
+    with psycopg.connect(world.dsn(0, "bench_kc"), autocommit=True) as c:
+        results["kc_peer"]["rows_in_table"] = c.execute("SELECT count(*) FROM kc_messages").fetchone()[0]
+    with psycopg.connect(world.dsn(0, "postgres"), autocommit=True) as c:
+        c.execute('DROP DATABASE IF EXISTS "bench_kc"')
+    results["kc_peer"]["backlog_events"] = kc_n
+    log(f"  {results['kc_peer']}")
 
     # -- catch-up, 3 regions (one server each)
     for i in range(3):
@@ -624,6 +696,33 @@ def run(args):
                             "cpu_s_per_1000_events": round(cpu / max(events, 1) * 1000, 4),
                             "peak_rss_mb": round(rss, 1), "rss_before_drain_mb": round(drain.rss_at_start, 1)}
     log(f"  {results['catchup_3']}")
+
+    # -- the 3-region ceiling: three concurrent COPYs of the same rows, one per region server,
+    # started together, into an empty copy of the table beside each region's messages.
+    import threading
+    log("ceiling, 3 regions: three concurrent COPYs of the same rows")
+    barrier = threading.Barrier(3)
+    spans, errors = [None] * 3, []
+
+    def copy_on(i):
+        try:
+            spans[i] = copy_rows(world.dsn(i, "bench_3r"), buf, "ceiling_messages", barrier)
+        except Exception as e:  # re-raised below, in the main thread
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=copy_on, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    wall = max(s[1] for s in spans) - min(s[0] for s in spans)
+    results["ceiling_3"] = {"rows_per_region": rows, "seconds": round(wall, 3),
+                            "rows_per_s": round(3 * rows / wall, 1),
+                            "per_region_seconds": dict(zip(REGIONS, (round(s[1] - s[0], 3) for s in spans)))}
+    log(f"  {results['ceiling_3']}")
 
     # -- re-apply: the same range again, onto the regions that hold it
     for i, db in dbs3:
@@ -698,6 +797,65 @@ def run(args):
     return results
 
 
+def target(label, value, goal, unit, at_least, **extra):
+    value = None if value is None else round(value, 3)
+    return dict({"figure": label, "value": value, "target": goal, "unit": unit, "comparison": "≥" if at_least else "≤",
+                 "met": value is not None and (value >= goal if at_least else value <= goal)}, **extra)
+
+
+def targets(r):
+    """The figures the project's performance targets are set on, each beside its target, and the
+    two criteria the work on them is judged by. Ratios are to ceilings measured in the same run;
+    latency, CPU and memory are absolute."""
+    ceil, ceil3 = r["ceiling"]["rows_per_s"], r["ceiling_3"]["rows_per_s"]
+    c1, c3, st = r["catchup_1"], r["catchup_3"], r["steady_3"]
+    kc, kcd = r["kc_peer"], r["kc_daemon"]
+    vs_copy = c1["events_per_s"] / ceil if ceil else None
+    vs_kc = kcd["events_per_s"] / kc["events_per_s"] if kc["events_per_s"] else None
+    n = r["parameters"]["events"]
+    t = {
+        "catchup_1_vs_copy": target("catch-up, 1 region", vs_copy, 0.8, "× COPY", True),
+        "catchup_3_vs_three_copies": target("catch-up, 3 regions, total", c3["total_events_per_s"] / ceil3 if ceil3 else None,
+                                            0.8, "× three concurrent COPYs", True),
+        "catchup_vs_kc_peer": target("catch-up vs KC-style peer", vs_kc, 2.0, "× KC-style peer", True,
+                                     backlog_events=kc["backlog_events"]),
+        "steady_p99_ms": target(f"steady {st['rate']:,} ev/s → 3 regions, p99 (histogram)",
+                                st["daemon_histogram_ms"]["p99"], 50.0, "ms", False,
+                                broker_floor_p99_ms=st["broker_floor_ms"].get("p99"), rate=st["rate"], target_rate=5000),
+        "steady_cpu_us_per_event_region": target("CPU per event per region, steady state",
+                                                 st["cpu_us_per_event_region"], 5.0, "µs", False),
+        "peak_rss_3r_mb": target(f"peak RSS draining {n:,} into 3 regions", c3["peak_rss_mb"], 100.0, "MB", False,
+                                 events_drained=n, target_events=1_000_000),
+    }
+    resolve = {
+        "catchup_1_vs_copy": target("catch-up, 1 region", vs_copy, 0.645, "× COPY (1.5 × 0.43)", True),
+        "catchup_vs_kc_peer": target("catch-up vs KC-style peer", vs_kc, 1.0, "× KC-style peer", True),
+    }
+    return t, resolve
+
+
+def targets_block(r):
+    def line(t):
+        v = "—" if t["value"] is None else f"{t['value']:,.2f}"
+        extra = ""
+        if "broker_floor_p99_ms" in t:
+            extra = f"   (broker floor p99 {t['broker_floor_p99_ms'] or 0:.1f} ms)"
+            if t["rate"] != t["target_rate"]:
+                extra += f" (the target is set for {t['target_rate']:,} ev/s)"
+        if t.get("events_drained", 1_000_000) != 1_000_000:
+            extra = "   (the target is set for 1,000,000)"
+        if t.get("backlog_events") is not None:
+            extra = f"   ({t['backlog_events']:,}-event backlog)"
+        return (f"  {'met ' if t['met'] else 'MISS'}  {t['figure']:46} {v:>9} {t['comparison']} {t['target']:g} "
+                f"{t['unit']}{extra}")
+
+    lines = ["", "targets (value, target; ratios to ceilings of this run)"]
+    lines += [line(t) for t in r["targets"].values()]
+    lines += ["resolve criteria"]
+    lines += [line(t) for t in r["resolve"].values()]
+    return lines
+
+
 def table(r):
     ceil = r["ceiling"]["rows_per_s"]
     naive = r["naive"]["events_per_s"]
@@ -706,16 +864,26 @@ def table(r):
         return f"{x / ceil:6.2f} × ceiling  {x / naive:7.1f} × naive" if ceil and naive else ""
 
     c1, c3, ra, st = r["catchup_1"], r["catchup_3"], r["reapply_3"], r["steady_3"]
+    kc, kcd = r["kc_peer"], r["kc_daemon"]
+    conns = r["parameters"].get("connections")
     lines = [
         f"region-replicator benchmark — {r['parameters']['events']} events, {r['parameters']['partitions']} partitions, "
-        f"batches of ≤ {r['parameters']['batch_events']}, {r['machine']['cores']} cores, load {' '.join(r['machine']['uptime_load'])}",
+        f"batches of ≤ {r['parameters']['batch_events']}, "
+        f"{'apply.connections ' + str(conns) + ', ' if conns is not None else ''}{r['machine']['cores']} cores, load {' '.join(r['machine']['uptime_load'])}",
         "",
         f"{'measure':44} {'value':>14}   ratios",
         f"{'ceiling: COPY text, same rows (rows/s)':44} {ceil:14,.0f}",
+        f"{'ceiling: 3 concurrent COPYs (rows/s)':44} {r['ceiling_3']['rows_per_s']:14,.0f}   one per region server",
         f"{'naive replicator: INSERT per event (ev/s)':44} {naive:14,.0f}",
+        f"{'KC-style peer, an emulation (ev/s)':44} {kc['events_per_s']:14,.0f}   "
+        f"Kafka Connect JDBC sink upsert, 3,000 rows/txn; {kc['backlog_events']:,}-event backlog, 1 region",
+        f"{'catch-up, 1 region, the peer' + chr(39) + 's backlog (ev/s)':44} {kcd['events_per_s']:14,.0f}   "
+        f"{kcd['events_per_s'] / max(kc['events_per_s'], 1e-9):.2f} × KC-style peer "
+        f"{kcd['events_per_s'] / max(naive, 1e-9):6.1f} × naive, batches of {kcd['mean_batch_events'] or 0:,.0f} mean",
         f"{'catch-up, 1 region (ev/s)':44} {c1['events_per_s']:14,.0f}   {ratios(c1['events_per_s'])}",
         f"{'catch-up, 3 regions, slowest region (ev/s)':44} {c3['min_region_events_per_s']:14,.0f}   {ratios(c3['min_region_events_per_s'])}",
-        f"{'catch-up, 3 regions, total (ev/s)':44} {c3['total_events_per_s']:14,.0f}",
+        f"{'catch-up, 3 regions, total (ev/s)':44} {c3['total_events_per_s']:14,.0f}   "
+        f"{c3['total_events_per_s'] / max(r['ceiling_3']['rows_per_s'], 1e-9):.2f} × 3 concurrent COPYs",
         f"{'re-apply, 3 regions, slowest region (ev/s)':44} {ra['min_region_events_per_s']:14,.0f}   "
         f"{ra['min_region_events_per_s'] / max(c3['min_region_events_per_s'], 1e-9):.2f} × first apply",
         f"{'re-apply, 3 regions, total (ev/s)':44} {ra['total_events_per_s']:14,.0f}",
@@ -741,7 +909,7 @@ def table(r):
         f"naive {v['naive_seconds_10_diffs']:.2f} s = {v['speedup_10_diffs']:.1f} × slower; "
         f"{v['divergences_reported']} divergences named",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + targets_block(r))
 
 
 def main():
@@ -761,13 +929,13 @@ def main():
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--batch-events", type=int, default=1000)
     ap.add_argument("--batch-delay-ms", type=int, default=20)
-    ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--verify-rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--build", default="release")
+    ap.add_argument("--connections", type=int, default=None, help="apply.connections (written only when given)")
     args = ap.parse_args()
     if args.broker_floor:
         broker_floor(args.brokers, args.topic, args.partitions, args.steady_seconds)
@@ -776,6 +944,7 @@ def main():
         produce_at_rate(args.brokers, args.topic, args.rate, args.steady_seconds, seed=args.seed)
         return 0
     results = run(args)
+    results["targets"], results["resolve"] = targets(results)
     text = table(results)
     results["table"] = text.splitlines()
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

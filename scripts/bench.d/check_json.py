@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Checks that a `scripts/bench` JSON file is well formed: every figure present and a finite
-number. No timing assertions: the test suite uses this as a smoke check only."""
+number, and each target figure beside its target with `met` consistent with both. No timing
+assertions: the test suite uses this as a smoke check only."""
 import json
 import math
 import sys
 
 REQUIRED = {
     "ceiling": ["rows", "seconds", "rows_per_s"],
+    "ceiling_3": ["rows_per_region", "seconds", "rows_per_s"],
+    "kc_peer": ["events", "seconds", "events_per_s", "backlog_events", "transactions", "rows_in_table"],
+    "kc_daemon": ["events", "events_per_s", "seconds", "mean_batch_events"],
     "naive": ["events", "seconds", "events_per_s"],
-    "catchup_1": ["events_per_s", "seconds", "cpu_us_per_event_region", "cpu_s_per_1000_events", "peak_rss_mb"],
+    "catchup_1": ["events", "events_per_s", "seconds", "mean_batch_events", "cpu_us_per_event_region", "cpu_s_per_1000_events", "peak_rss_mb"],
     "catchup_3": ["total_events_per_s", "min_region_events_per_s", "cpu_us_per_event_region", "peak_rss_mb"],
     "reapply_3": ["total_events_per_s", "min_region_events_per_s", "cpu_us_per_event_region"],
     "steady_3": ["rate", "sent", "cpu_us_per_event_region", "peak_rss_mb"],
@@ -16,6 +20,10 @@ REQUIRED = {
     "verify": ["rows_per_region", "seconds_clean", "seconds_10_diffs", "naive_seconds_clean", "naive_seconds_10_diffs",
                "speedup_clean", "speedup_10_diffs", "divergences_reported"],
 }
+
+TARGETS = ["catchup_1_vs_copy", "catchup_3_vs_three_copies", "catchup_vs_kc_peer", "steady_p99_ms",
+           "steady_cpu_us_per_event_region", "peak_rss_3r_mb"]
+RESOLVE = ["catchup_1_vs_copy", "catchup_vs_kc_peer"]
 
 
 def number(x):
@@ -44,6 +52,24 @@ def main(path):
     for section in ("catchup_3", "reapply_3"):
         if len(r.get(section, {}).get("per_region", {})) != 3:
             problems.append(f"{section}.per_region does not have 3 regions")
+    for block, keys in (("targets", TARGETS), ("resolve", RESOLVE)):
+        got = r.get(block)
+        if not isinstance(got, dict) or set(got) != set(keys):
+            problems.append(f"{block} should have exactly {sorted(keys)}, has {sorted(got or {})}")
+            continue
+        for k, t in got.items():
+            if not (number(t.get("value")) and number(t.get("target")) and isinstance(t.get("met"), bool)
+                    and isinstance(t.get("unit"), str) and t.get("comparison") in ("≥", "≤")):
+                problems.append(f"{block}.{k} is not {{value, target, unit, comparison, met}}: {t!r}")
+            elif t["met"] != (t["value"] >= t["target"] if t["comparison"] == "≥" else t["value"] <= t["target"]):
+                problems.append(f"{block}.{k}.met disagrees with its value and target: {t!r}")
+    if not number(r.get("targets", {}).get("steady_p99_ms", {}).get("broker_floor_p99_ms")):
+        problems.append("targets.steady_p99_ms.broker_floor_p99_ms missing")
+    if not number(r.get("targets", {}).get("peak_rss_3r_mb", {}).get("events_drained")):
+        problems.append("targets.peak_rss_3r_mb.events_drained missing")
+    conns = r.get("parameters", {}).get("connections", "absent")
+    if conns is not None and not (isinstance(conns, int) and conns > 0):
+        problems.append(f"parameters.connections is neither null nor a positive integer: {conns!r}")
     if not isinstance(r.get("table"), list) or not r["table"]:
         problems.append("table missing")
     if problems:
