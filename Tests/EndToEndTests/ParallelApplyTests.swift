@@ -11,14 +11,18 @@ import Testing
 struct ParallelApplyTests {
     static let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 
-    /// Each shard's partitions of `region`, from its last "partitions assigned" log line
-    /// (`region=… shard=n partitions=[…]`).
+    /// Each shard's partitions of `region` now, from its log lines in order (`region=… shard=n
+    /// partitions=[…]`): the consumer is cooperative, so "partitions assigned" adds and
+    /// "partitions revoked" removes.
     static func shardAssignments(_ log: String, region: String) -> [Int: Set<Int>] {
         var out: [Int: Set<Int>] = [:]
-        for line in log.split(separator: "\n") where line.contains("partitions assigned") && line.contains("region=\(region) ") {
-            guard let shard = line.firstMatch(of: /shard=(\d+)/).flatMap({ Int($0.1) }),
+        for line in log.split(separator: "\n") where line.contains("region=\(region) ") {
+            let assigned = line.contains("partitions assigned")
+            guard assigned || line.contains("partitions revoked"),
+                  let shard = line.firstMatch(of: /shard=(\d+)/).flatMap({ Int($0.1) }),
                   let list = line.firstMatch(of: /partitions="?\[([0-9, ]*)\]/) else { continue }
-            out[shard] = Set(list.1.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) })
+            let parts = Set(list.1.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) })
+            if assigned { out[shard, default: []].formUnion(parts) } else { out[shard, default: []].subtract(parts) }
         }
         return out
     }
@@ -35,7 +39,11 @@ struct ParallelApplyTests {
         let d = try h.startDaemon()
         let end = DaemonEndpoint(port: port)
         // Three members per region's group: each ends with two of the six partitions.
-        try waitUntil("every region's three shards to own disjoint shares of all partitions", timeout: .seconds(60)) {
+        defer {
+            // On failure, what each shard was last given (the harness removes the log).
+            for r in h.regions { print("region \(r) shards: \(Self.shardAssignments(d.log, region: r).sorted { $0.key < $1.key })") }
+        }
+        try waitUntil("every region's three shards to own disjoint shares of all partitions", timeout: .seconds(90)) {
             let log = d.log
             return h.regions.allSatisfy { r in
                 let shares = Self.shardAssignments(log, region: r)
