@@ -34,7 +34,10 @@ public struct PipelineSettings: Sendable {
     /// The name of this pipeline's heartbeat and status entry: `pipeline`, or `pipeline-<n>` for shard n.
     public var loopName: String { Self.loopName(shard: shard) }
 
-    public static func loopName(shard: Int?) -> String { shard.map { "pipeline-\($0)" } ?? "pipeline" }
+    public static func loopName(shard: Int?) -> String { shard.map { "pipeline-\($0)" } ?? soleLoopName }
+
+    /// The loop name of a region's only pipeline (`apply.connections` 1).
+    public static let soleLoopName = "pipeline"
 
     /// The loop names of a region applied by `connections` pipelines.
     public static func loopNames(connections: Int) -> [String] {

@@ -157,7 +157,7 @@ public final class ReplicationStatus: Sendable {
     }
 
     /// The pipeline connected to its database and verified the schema (or lost it: `problem`).
-    public func pipelineDatabase(region: String, pipeline: String = "pipeline", connected: Bool, problem: String?) {
+    public func pipelineDatabase(region: String, pipeline: String = PipelineSettings.soleLoopName, connected: Bool, problem: String?) {
         update(region) {
             if connected { $0.pipelines[pipeline, default: Pipeline()].connected = true }
             $0.pipelines[pipeline, default: Pipeline()].failing = problem
@@ -165,7 +165,7 @@ public final class ReplicationStatus: Sendable {
     }
 
     /// The pipeline's consumer was given (`assigned`) or lost (`revoked`) partitions.
-    public func assignment(region: String, pipeline: String = "pipeline", assigned: [Int32] = [], revoked: [Int32] = []) {
+    public func assignment(region: String, pipeline: String = PipelineSettings.soleLoopName, assigned: [Int32] = [], revoked: [Int32] = []) {
         update(region) { r in
             r.pipelines[pipeline, default: Pipeline()].assigned.subtract(revoked)
             r.pipelines[pipeline, default: Pipeline()].assigned.formUnion(assigned)
@@ -192,7 +192,7 @@ public final class ReplicationStatus: Sendable {
 
     /// A batch of `pipeline` committed: the region's next offsets moved, and that pipeline
     /// (only) is no longer failing.
-    public func committed(region: String, pipeline: String = "pipeline", progress: [PartitionProgress], at unix: Double) {
+    public func committed(region: String, pipeline: String = PipelineSettings.soleLoopName, progress: [PartitionProgress], at unix: Double) {
         update(region) { r in
             for p in progress {
                 r.next[p.partition] = p.nextOffset

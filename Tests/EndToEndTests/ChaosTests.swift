@@ -190,7 +190,7 @@ struct ChaosTests {
             secondary = nil
         }
         func startSecondary() throws {
-            secondary = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(secondaryPort)"])
+            secondary = try h.startInstance(httpPort: secondaryPort)
         }
         func readOnly(_ region: String, _ on: Bool) throws {
             try Self.setReadOnly(h, region, on)

@@ -37,17 +37,10 @@ struct OverlappingFaultTests {
         w.generate(sessions: 120, messages: 5400)
         w.shuffle()
         let records = w.records
-        let all = Set(0..<h.cluster.partitions)
         let a = try h.startDaemon()
-        let b = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(portB)"])
+        let b = try h.startInstance(httpPort: portB)
         let (endA, endB) = (DaemonEndpoint(port: portA), DaemonEndpoint(port: portB))
-        try waitUntil("both instances to own a share of every region's partitions", timeout: .seconds(60)) {
-            let (x, y) = (try endA.assignedPartitions(), try endB.assignedPartitions())
-            return h.regions.allSatisfy { r in
-                let (p, q) = (x[r] ?? [], y[r] ?? [])
-                return !p.isEmpty && !q.isEmpty && p.isDisjoint(with: q) && p.union(q) == all
-            }
-        }
+        try h.waitForSplit(endA, endB)
 
         // ~150 events/s; after ~10 s the target region turns read-only; both instances retry.
         let producer = try RateProducer(bootstrap: h.cluster.bootstrap, topic: h.cluster.topic, records: records, perSecond: 150)
@@ -62,10 +55,7 @@ struct OverlappingFaultTests {
         // B stops; A takes over B's partitions in the middle of its retry loop.
         b.signal(SIGTERM)
         #expect(try b.wait(timeout: .seconds(60)) == 0)
-        try waitUntil("A to own every partition of every region", timeout: .seconds(45)) {
-            let x = try endA.assignedPartitions()
-            return h.regions.allSatisfy { x[$0] == all }
-        }
+        try h.waitForAllPartitions(endA, "A to own every partition of every region", timeout: .seconds(45))
 
         // The region is writable again 10 s after it turned read-only.
         let left = .seconds(10) - (ContinuousClock.now - readOnlyAt)
@@ -89,14 +79,10 @@ struct OverlappingFaultTests {
         w.generate(sessions: 80, messages: 3000)
         w.shuffle()
         let records = w.records
-        let all = Set(0..<h.cluster.partitions)
         let a = try h.startDaemon()
-        let b = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(portB)"])
+        let b = try h.startInstance(httpPort: portB)
         let endA = DaemonEndpoint(port: portA), endB = DaemonEndpoint(port: portB)
-        try waitUntil("both instances to own a share of every region's partitions", timeout: .seconds(60)) {
-            let (x, y) = (try endA.assignedPartitions(), try endB.assignedPartitions())
-            return h.regions.allSatisfy { r in !(x[r] ?? []).isEmpty && !(y[r] ?? []).isEmpty }
-        }
+        try h.waitForSplit(endA, endB)
         let producer = try RateProducer(bootstrap: h.cluster.bootstrap, topic: h.cluster.topic, records: records, perSecond: 150)
         defer { producer.stop() }
         try waitUntil("1,000 events to be produced", timeout: .seconds(60)) { producer.produced >= 1000 }
@@ -110,10 +96,8 @@ struct OverlappingFaultTests {
         // does no database I/O (new partitions wait, paused, for their stored offsets).
         let leftAt = ContinuousClock.now
         do {
-            try waitUntil("A to own every partition of every region while \(target) is still down", timeout: .seconds(25)) {
-                let x = try endA.assignedPartitions()
-                return h.regions.allSatisfy { x[$0] == all }
-            }
+            try h.waitForAllPartitions(endA, "A to own every partition of every region while \(target) is still down",
+                                       timeout: .seconds(25))
         } catch {
             Issue.record("\(error); A's log ends: \(a.log.suffix(6000))")
         }

@@ -85,13 +85,9 @@ struct ParallelApplyTests {
         w.generate(sessions: 120, messages: 5000)
         w.shuffle()
         let records = w.records
-        let all = Set(0..<h.cluster.partitions)
         let a = try h.startDaemon()
         let endA = DaemonEndpoint(port: portA)
-        try waitUntil("A's two shards to own every partition", timeout: .seconds(60)) {
-            let x = try endA.assignedPartitions()
-            return h.regions.allSatisfy { x[$0] == all }
-        }
+        try h.waitForAllPartitions(endA, "A's two shards to own every partition")
         let producer = try RateProducer(bootstrap: h.cluster.bootstrap, topic: h.cluster.topic, records: records, perSecond: 200)
         defer { producer.stop() }
         try waitUntil("1,500 events to be produced", timeout: .seconds(60)) { producer.produced >= 1500 }
@@ -102,15 +98,9 @@ struct ParallelApplyTests {
         }
 
         // B (two shards too) joins mid-retry: four members share each region's six partitions.
-        let b = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(portB)"])
+        let b = try h.startInstance(httpPort: portB)
         let endB = DaemonEndpoint(port: portB)
-        try waitUntil("A and B to share every region's partitions", timeout: .seconds(60)) {
-            let (x, y) = (try endA.assignedPartitions(), try endB.assignedPartitions())
-            return h.regions.allSatisfy { r in
-                let (p, q) = (x[r] ?? [], y[r] ?? [])
-                return !p.isEmpty && !q.isEmpty && p.isDisjoint(with: q) && p.union(q) == all
-            }
-        }
+        try h.waitForSplit(endA, endB, "A and B to share every region's partitions")
         try OverlappingFaultTests.setReadOnly(h, target, false)
         try producer.finish(timeout: .seconds(180))
         try h.waitAllCaughtUp(timeout: .seconds(240))

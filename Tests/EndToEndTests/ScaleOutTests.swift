@@ -17,17 +17,11 @@ struct ScaleOutTests {
         w.shuffle()
         let all = Set(0..<h.cluster.partitions)
         let a = try h.startDaemon()
-        let b = try h.startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(portB)"])
+        let b = try h.startInstance(httpPort: portB)
         let (endA, endB) = (DaemonEndpoint(port: portA), DaemonEndpoint(port: portB))
 
         // Both instances own partitions of every region, disjoint, together all of them.
-        try waitUntil("both instances to own a share of every region's partitions", timeout: .seconds(60)) {
-            let (x, y) = (try endA.assignedPartitions(), try endB.assignedPartitions())
-            return h.regions.allSatisfy { r in
-                let (p, q) = (x[r] ?? [], y[r] ?? [])
-                return !p.isEmpty && !q.isEmpty && p.isDisjoint(with: q) && p.union(q) == all
-            }
-        }
+        try h.waitForSplit(endA, endB)
         let before = try endA.assignedPartitions()
 
         // Events flow at a steady rate; A dies while they do.
@@ -46,10 +40,7 @@ struct ScaleOutTests {
         #expect(producer.produced < records.count, "the kill must land mid-stream")
 
         // B takes over A's partitions once the group notices (session.timeout.ms = 6 s here).
-        try waitUntil("B to own every partition of every region", timeout: .seconds(45)) {
-            let y = try endB.assignedPartitions()
-            return h.regions.allSatisfy { y[$0] == all }
-        }
+        try h.waitForAllPartitions(endB, "B to own every partition of every region", timeout: .seconds(45))
         let takeover = ContinuousClock.now - killedAt
         try producer.finish(timeout: .seconds(120))
         try h.waitAllCaughtUp(timeout: .seconds(180))

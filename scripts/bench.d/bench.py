@@ -231,6 +231,15 @@ def offsets_sum(conn):
     return int(conn.execute("SELECT coalesce(sum(next_offset), 0) FROM replicator_offsets").fetchone()[0])
 
 
+def in_parallel(fn, arg_tuples):
+    """Runs fn(*args) for every tuple at once, one thread each; returns the results in order
+    and re-raises the first failure in the calling thread."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(arg_tuples)) as pool:
+        futures = [pool.submit(fn, *args) for args in arg_tuples]
+    return [f.result() for f in futures]
+
+
 def drain(world, proc, pid, dbs, target, timeout):
     """Polls each region's stored offsets until each reaches `target`.
 
@@ -464,26 +473,14 @@ def verify_phase(world, args):
         world.create_db(i, db)
     cfg = world.config("verify", [(i, REGIONS[i], db) for i, db in dbs], free_port())
     log(f"verify: filling 3 regions with {n} identical rows (+ {n // 100} message and {n // 1000} session tombstones)")
-    import threading
-
-    errors = []
 
     def fill(i, db):
-        try:
-            with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
-                c.execute(VERIFY_FILL.replace("{n}", str(n)))
-                c.execute("VACUUM ANALYZE")
-                c.execute("CHECKPOINT")
-        except Exception as e:  # re-raised below, in the main thread
-            errors.append(e)
+        with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
+            c.execute(VERIFY_FILL.replace("{n}", str(n)))
+            c.execute("VACUUM ANALYZE")
+            c.execute("CHECKPOINT")
 
-    threads = [threading.Thread(target=fill, args=d) for d in dbs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    in_parallel(fill, dbs)
     with psycopg.connect(world.dsn(*dbs[0]), autocommit=True) as c:
         if c.execute("SELECT count(*) FROM messages").fetchone()[0] != n:
             raise RuntimeError("the verify phase's regions were not filled")
@@ -702,22 +699,15 @@ def run(args):
     import threading
     log("ceiling, 3 regions: three concurrent COPYs of the same rows")
     barrier = threading.Barrier(3)
-    spans, errors = [None] * 3, []
 
     def copy_on(i):
         try:
-            spans[i] = copy_rows(world.dsn(i, "bench_3r"), buf, "ceiling_messages", barrier)
-        except Exception as e:  # re-raised below, in the main thread
-            errors.append(e)
-            barrier.abort()
+            return copy_rows(world.dsn(i, "bench_3r"), buf, "ceiling_messages", barrier)
+        except BaseException:
+            barrier.abort()  # the other copies wait at the barrier for this one
+            raise
 
-    threads = [threading.Thread(target=copy_on, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    spans = in_parallel(copy_on, [(i,) for i in range(3)])
     wall = max(s[1] for s in spans) - min(s[0] for s in spans)
     results["ceiling_3"] = {"rows_per_region": rows, "seconds": round(wall, 3),
                             "rows_per_s": round(3 * rows / wall, 1),

@@ -132,6 +132,34 @@ final class Harness: @unchecked Sendable {
         return d
     }
 
+    /// Starts a further instance on the harness's config, serving HTTP on `httpPort`.
+    func startInstance(httpPort: Int) throws -> Daemon {
+        try startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(httpPort)"])
+    }
+
+    /// Waits until instances `a` and `b` (their `/lag`) each own a share of every region's
+    /// partitions: not empty, disjoint, together all of them.
+    func waitForSplit(_ a: DaemonEndpoint, _ b: DaemonEndpoint, _ what: String = "both instances to own a share of every region's partitions",
+                      timeout: Duration = .seconds(60)) throws {
+        let all = Set(0..<cluster.partitions)
+        try waitUntil(what, timeout: timeout) {
+            let (x, y) = (try a.assignedPartitions(), try b.assignedPartitions())
+            return regions.allSatisfy { r in
+                let (p, q) = (x[r] ?? [], y[r] ?? [])
+                return !p.isEmpty && !q.isEmpty && p.isDisjoint(with: q) && p.union(q) == all
+            }
+        }
+    }
+
+    /// Waits until the instance behind `endpoint` owns every partition of every region.
+    func waitForAllPartitions(_ endpoint: DaemonEndpoint, _ what: String, timeout: Duration = .seconds(60)) throws {
+        let all = Set(0..<cluster.partitions)
+        try waitUntil(what, timeout: timeout) {
+            let x = try endpoint.assignedPartitions()
+            return regions.allSatisfy { x[$0] == all }
+        }
+    }
+
     /// Rows of `messages` in `region`, comparable with ``Workload/expectedRows(in:applyToOrigin:)``.
     func rows(_ region: String) throws -> [Workload.Row] {
         let db = try dbs.connect(region)
