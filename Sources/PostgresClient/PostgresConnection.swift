@@ -389,3 +389,27 @@ private func withParameters<R>(
         }
     }
 }
+
+/// One row of a ``PostgresResult``, read by column name, so that code never depends on the
+/// position of a column in SQL written elsewhere.
+public struct PostgresRow: Sendable {
+    public let columns: [String]
+    public let values: [String?]
+
+    /// The text of column `name`: nil when the value is NULL or the result has no such column.
+    public subscript(_ name: String) -> String? {
+        guard let i = columns.firstIndex(of: name), i < values.count else { return nil }
+        return values[i]
+    }
+
+    /// Column `name` as an integer: nil when NULL, absent, or not an integer that fits (a reply
+    /// is input like any other: never trust its range).
+    public func integer<T: FixedWidthInteger>(_ name: String, as type: T.Type = Int.self) -> T? {
+        self[name].flatMap { T($0) }
+    }
+}
+
+extension PostgresResult {
+    /// The rows, each readable by column name.
+    public var namedRows: [PostgresRow] { rows.map { PostgresRow(columns: columns, values: $0) } }
+}

@@ -8,7 +8,7 @@ struct VersionOutputTests {
     static func sourceVersion() throws -> String {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
-        let source = try String(contentsOfFile: root + "/Sources/ReplicatorApp/Version.swift", encoding: .utf8)
+        let source = try String(contentsOfFile: root + "/Sources/ReplicatorApp/Commands/Version.swift", encoding: .utf8)
         let match = try #require(source.firstMatch(of: #/\npublic let replicatorVersion = "([^"]+)"\n/#))
         return String(match.1)
     }

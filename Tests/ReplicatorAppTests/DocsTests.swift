@@ -164,7 +164,7 @@ struct DocsTests {
             return (files, offenders)
         }
         #expect(files.count > 50, "only \(files.count) files found")
-        #expect(files.contains("Sources/ReplicatorApp/Config.swift"))
+        #expect(files.contains("Sources/ReplicatorApp/Configuration/Config.swift"))
         #expect(offenders.isEmpty, "\(offenders.count) lines cite outside documents:\n\(offenders.joined(separator: "\n"))")
     }
 

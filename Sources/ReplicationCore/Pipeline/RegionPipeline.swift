@@ -525,8 +525,3 @@ public final class RegionPipeline: @unchecked Sendable {
                                            "next_offsets": "\(book.owned.sorted().compactMap { p in book.committed(p).map { "\(p):\($0)" } })"])
     }
 }
-
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -37,9 +37,10 @@ struct Statements {
             n AS MATERIALIZED (SELECT (SELECT count(*) FROM t) AS applied, (SELECT count(*) FROM s) AS total)
             SELECT n.applied,
                    CASE WHEN n.applied < n.total THEN (SELECT count(*) FROM s JOIN \(b.sessionTombstones) o
-                      ON o.session_id = s.session_id AND o.deleted_at = s.deleted_at) ELSE 0 END,
-                   CASE WHEN n.applied < n.total THEN (SELECT string_agg(s.i::text, ',') FROM t JOIN s USING (session_id)) END,
-                   (SELECT count(*) FROM d)
+                      ON o.session_id = s.session_id AND o.deleted_at = s.deleted_at) ELSE 0 END AS same_version,
+                   CASE WHEN n.applied < n.total THEN (SELECT string_agg(s.i::text, ',') FROM t JOIN s USING (session_id)) END
+                       AS applied_ordinals,
+                   (SELECT count(*) FROM d) AS deleted_messages
             FROM n
             """
         messageTombstones = """
@@ -56,8 +57,9 @@ struct Statements {
             n AS MATERIALIZED (SELECT (SELECT count(*) FROM t) AS applied, (SELECT count(*) FROM d) AS total)
             SELECT n.applied,
                    CASE WHEN n.applied < n.total THEN (SELECT count(*) FROM d JOIN \(b.messageTombstones) o
-                      ON o.message_id = d.message_id AND o.version = d.version) ELSE 0 END,
+                      ON o.message_id = d.message_id AND o.version = d.version) ELSE 0 END AS same_version,
                    CASE WHEN n.applied < n.total THEN (SELECT string_agg(d.i::text, ',') FROM t JOIN d USING (message_id)) END
+                       AS applied_ordinals
             FROM n
             """
         // The NOT EXISTS pre-checks skip duplicates, stale versions, lost tie-breaks and
@@ -104,8 +106,9 @@ struct Statements {
             SELECT n.applied,
                    CASE WHEN n.applied < n.total THEN
                        (SELECT count(*) FROM u JOIN \(t) e ON e.\(id) = u.message_id AND e.\(version) = u.version
-                                                         AND \(existing) = \(incoming)) ELSE 0 END,
+                                                         AND \(existing) = \(incoming)) ELSE 0 END AS same_version,
                    CASE WHEN n.applied < n.total THEN (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id)) END
+                       AS applied_ordinals
             FROM n
             """
         deadLetters = """

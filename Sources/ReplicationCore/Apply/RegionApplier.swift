@@ -185,18 +185,21 @@ public final class RegionApplier: @unchecked Sendable {
         var timestamps: [Int64?]
     }
 
-    /// Each statement returns (applied, same-version duplicates, ordinalities of the applied rows);
-    /// when every row applied it skips the two counting subqueries and answers (total, 0, NULL).
+    /// Each statement returns `applied`, `same_version` (duplicates) and `applied_ordinals` (the
+    /// ordinalities of the applied rows); when every row applied it skips the two counting
+    /// subqueries and answers (total, 0, NULL). The counts are a reply, read defensively: a
+    /// missing or out-of-range figure counts as 0, and no figure exceeds the statement's rows.
     private func account(_ r: PostgresResult, into result: inout ApplyResult, total: Int, timestamps: [Int64?]) {
-        let row = r.rows.first ?? []
-        let applied = Int((row.first ?? nil) ?? "0") ?? 0
-        let same = row.count > 1 ? Int(row[1] ?? "0") ?? 0 : 0
+        let row = r.namedRows.first
+        let applied = min(max(row?.integer("applied") ?? 0, 0), total)
+        let same = min(max(row?.integer("same_version") ?? 0, 0), total - applied)
         result.counts[.applied] += applied
         result.counts[.duplicate] += same
         result.counts[.stale] += total - applied - same
-        if applied == total, row.count > 2, row[2] == nil {
+        let ordinals = row?["applied_ordinals"]
+        if applied == total, ordinals == nil {
             result.appliedTimestampsMs += timestamps.prefix(total).compactMap { $0 }
-        } else if row.count > 2, let list = row[2] {
+        } else if let list = ordinals {
             for i in list.split(separator: ",") {
                 if let i = Int(i), i >= 1, i <= timestamps.count, let ts = timestamps[i - 1] {
                     result.appliedTimestampsMs.append(ts)
@@ -305,8 +308,8 @@ public final class RegionApplier: @unchecked Sendable {
         let r = try db.query("SELECT partition, next_offset FROM \(table) WHERE consumer_group = $1 AND topic = $2",
                              [group, topic])
         var out: [Int32: Int64] = [:]
-        for row in r.rows {
-            if let p = row[0].flatMap({ Int32($0) }), let n = row[1].flatMap({ Int64($0) }) { out[p] = n }
+        for row in r.namedRows {
+            if let p = row.integer("partition", as: Int32.self), let n = row.integer("next_offset", as: Int64.self) { out[p] = n }
         }
         return out
     }

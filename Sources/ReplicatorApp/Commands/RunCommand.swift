@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import KafkaClient
+import Logging
+import PostgresClient
+import ReplicationCore
+import ServiceLifecycle
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the replication daemon.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let config = try options.load()
+        LoggingSetup.bootstrap(level: config.log.level, format: config.log.format)
+        let logger = Logger(label: "region-replicator")
+        let redactLibrary = Redactor(config: config)
+        LibraryLogging.routeKafka(to: logger, redact: { redactLibrary($0) })
+        do {
+            try config.kafkaConfiguration.validate()
+        } catch {
+            printError("configuration error: \(config.path): kafka.properties: \(error)")
+            throw ExitCode.configuration
+        }
+        // Before any metric handle is made: handles made earlier would go to the no-op backend.
+        let registry = MetricsSetup.bootstrap()
+        let status = ReplicationStatus(topic: config.kafka.topic, regions: config.regions.map(\.name),
+                                       pipelines: PipelineSettings.loopNames(connections: config.apply.connections))
+        var services: [any Service] = []
+        var monitors: [any Service] = []
+        var regionMetrics: [RegionMetrics] = []
+        // One read of the topic's watermarks per sample serves every region's monitor.
+        let watermarks = TopicWatermarks(kafka: config.kafkaConfiguration, topic: config.kafka.topic)
+        defer { watermarks.close() }
+        for region in config.regions {
+            let settings = config.pipelineSettings(for: region)
+            let metrics = RegionMetrics(region: region.name)
+            regionMetrics.append(metrics)
+            // `apply.connections` ordinary members of the region's consumer group: Kafka shares the
+            // partitions among them; each applies and stores its own partitions' offsets.
+            for shard in 1...config.apply.connections {
+                services.append(RegionPipeline(settings: settings.shard(shard, of: config.apply.connections), status: status,
+                                               metrics: metrics, logger: logger))
+            }
+            monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
+        }
+        guard let listen = config.http.hostAndPort else {
+            printError("configuration error: \(config.path): http.listen: not a host:port address")
+            throw ExitCode.configuration
+        }
+        let redactor = Redactor(config: config)
+        let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
+                               logger: logger, redact: { redactor($0) })
+        let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
+        var antiEntropy: [any Service] = []
+        if config.verify.enabled {
+            antiEntropy.append(AntiEntropy(targets: config.regions.map { config.verifyTarget($0) }, schema: config.verifySchema,
+                                           topic: config.kafka.topic, settings: config.verify.settings, status: status,
+                                           logger: logger))
+        }
+        logger.info("starting", metadata: [
+            "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
+            "regions": "\(config.regions.map(\.name).joined(separator: ","))",
+            "apply_connections": "\(config.apply.connections)"])
+        let group = ServiceGroup(configuration: .init(
+            // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
+            // the monitors, continuous verification, the HTTP endpoint and the systemd notifier.
+            services: ([systemd, http] + antiEntropy + monitors + services).map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch let error as PipelineError where error.isConfigurationProblem {
+            // Not restarted by systemd (RestartPreventExitStatus=78): restarting would only fence
+            // the other instance in turn.
+            logger.critical("stopping on a configuration error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
+            printError("configuration error: \(config.path): \(Redactor(config: config)("\(error)"))")
+            throw ExitCode.configuration
+        } catch {
+            logger.critical("stopping on a fatal error", metadata: ["error": "\(Redactor(config: config)("\(error)"))"])
+            throw ExitCode.failure
+        }
+        logger.info("stopped")
+    }
+}
