@@ -10,42 +10,40 @@ import Synchronization
 /// The loop: poll up to `maxBatchEvents` records (or `maxBatchBytes`) or `maxBatchDelay` →
 /// decode → one transaction with rows, dead letters and next offsets, which first checks that
 /// the region still stores the next offsets the pipeline believes → commit the offsets to
-/// Kafka. Which partitions it owns, where each continues, which are paused and which records
-/// wait is ``PartitionBookkeeping``'s business (pure, unit-tested); this class performs its
-/// actions. A failed batch is handled by its SQLSTATE (``ApplyFailure``): transient failures
-/// pause the partitions and retry with capped backoff, forever; batches too big or too slow
-/// are halved; a schema problem stops this region only and retries slowly; moved stored
-/// offsets (a restore) are followed. Other regions are untouched (their own thread, consumer
-/// and connection).
+/// Kafka. Two pure types decide, this class performs their decisions: which partitions it
+/// owns, where each continues, which are paused and which records wait is
+/// ``PartitionBookkeeping``'s business; what follows an apply attempt (commit, retry with
+/// backoff, halve the batch, dead-letter a record, follow moved stored offsets) is
+/// ``ApplyPolicy``'s, by the failure's SQLSTATE class (``ApplyFailure``). Other regions are
+/// untouched (their own thread, consumer and connection).
+///
+/// The consumer side is in `RegionPipeline+Consumer.swift`, the database side in
+/// `RegionPipeline+Database.swift`.
 public final class RegionPipeline: @unchecked Sendable {
     // @unchecked Sendable: all mutable state is confined to the pipeline thread except
     // `stopRequested` (an Atomic).
     public let settings: PipelineSettings
-    private let logger: Logger
-    private var applier: RegionApplier
-    private let status: ReplicationStatus
-    private let metrics: RegionMetrics
+    let logger: Logger
+    var applier: RegionApplier
+    let status: ReplicationStatus
+    let metrics: RegionMetrics
     private let stopRequested = Atomic<Bool>(false)
 
     // Pipeline-thread state.
-    private var db: PostgresConnection?
-    private var book = PartitionBookkeeping()
-    /// Most records per transaction now: `maxBatchEvents`, halved while batches are too big
-    /// or too slow for the region (``ApplyFailure/split``), doubled back after clean ones.
-    private var chunkLimit: Int
-    private var cleanChunks = 0
+    var db: PostgresConnection?
+    var book = PartitionBookkeeping()
+    /// What follows an apply attempt; holds the chunk limit and the retry backoffs.
+    var policy: ApplyPolicy
     /// When the stored offsets of unresolved partitions may be read again (after a failure).
-    private var resolveBackoff = Backoff()
-    private var nextResolve = ContinuousClock.now
+    var resolveBackoff = Backoff()
+    var nextResolve = ContinuousClock.now
     private var lastProgressLog = ContinuousClock.now
-    private var totals = OutcomeCounts()
-    private var lastKafkaWarning: ContinuousClock.Instant?
-    private var lastResolveWarning: ContinuousClock.Instant?
+    var totals = OutcomeCounts()
+    var lastKafkaWarning: ContinuousClock.Instant?
+    var lastResolveWarning: ContinuousClock.Instant?
 
     /// Longest a healthy loop goes without a heartbeat (a query may take up to its 60 s timeout).
     static let heartbeatTimeout: Duration = .seconds(90)
-    /// Retry delays while the region's schema is not what the daemon needs.
-    static func schemaBackoff() -> Backoff { Backoff(initial: .seconds(5), maximum: .seconds(60)) }
 
     public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger) {
         self.settings = settings
@@ -57,15 +55,15 @@ public final class RegionPipeline: @unchecked Sendable {
         self.logger = logger
         self.applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin,
                                      columns: settings.columns)
-        self.chunkLimit = settings.maxBatchEvents
+        self.policy = ApplyPolicy(maxChunk: settings.maxBatchEvents)
     }
 
     /// Asks the loop to stop after the in-flight batch (committed or rolled back atomically).
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
 
-    private var stopping: Bool { stopRequested.load(ordering: .relaxed) }
+    var stopping: Bool { stopRequested.load(ordering: .relaxed) }
 
-    private func heartbeat() {
+    func heartbeat() {
         status.heartbeat(region: settings.region, loop: settings.loopName, timeout: Self.heartbeatTimeout)
     }
 
@@ -112,316 +110,111 @@ public final class RegionPipeline: @unchecked Sendable {
         }
     }
 
-    private func makeConsumer() throws -> KafkaConsumer {
-        let logger = self.logger
-        do {
-            // New partitions are paused inside the rebalance callback; their start positions
-            // are read from the region's database in the loop (no I/O in the callback).
-            return try KafkaConsumer(
-                configuration: settings.consumerConfiguration, groupID: settings.consumerGroup,
-                rebalance: { [unowned self] event in self.rebalanced(event) },
-                pauseAssigned: true,
-                log: { level, facility, message in
-                    // A failed Kafka offset commit (typically "rebalance in progress") costs nothing:
-                    // the region's database holds the offsets, and the next commit supersedes it.
-                    // librdkafka warns once per partition set and commit: keep those at debug.
-                    let level: Logger.Level = facility == "COMMITFAIL" ? .debug : Logger.Level(syslog: level)
-                    logger.log(level: level, "librdkafka: \(message)", metadata: ["facility": "\(facility)"])
-                })
-        } catch {
-            throw PipelineError(description: "region \(settings.region): \(error)")
+    // MARK: - Applying what is pending
+
+    /// One transaction's worth of pending records, and what its transaction needs.
+    struct Chunk {
+        let records: [KafkaRecord]
+        let decoded: [DecodedRecord]
+        let progress: [PartitionProgress]
+        let expected: [Int32: Int64?]
+        var count: Int { records.count }
+
+        init(_ records: [KafkaRecord], book: PartitionBookkeeping) {
+            self.records = records
+            decoded = records.map { r in DecodedRecord(record: r, event: EventDecoder.decode(r.value)) }
+            progress = RegionPipeline.progress(of: records)
+            expected = book.expectedStored(for: progress.map(\.partition))
         }
     }
 
-    /// Polls until the batch is full (events or bytes), or nothing more is ready, or
-    /// `maxBatchDelay` after its first record. Records go through the bookkeeping, which
-    /// accepts only each partition's next offset.
-    private func fillBatch(_ consumer: KafkaConsumer) throws {
-        var deadline: ContinuousClock.Instant? = nil
-        while book.pending.count < settings.maxBatchEvents && book.pendingBytes < settings.maxBatchBytes && !stopping {
-            heartbeat()
-            resolvePositions(consumer)
-            let timeout: Int32
-            if let deadline {
-                let left = deadline - ContinuousClock.now
-                if left <= .zero { break }
-                timeout = Int32(max(1, min(200, left.milliseconds)))
-            } else {
-                timeout = 200
-            }
-            // rd_kafka_consume_batch_queue waits until it has *all* the records asked for or the
-            // timeout passes: take what is there at once, and wait only for a first record.
-            // Once a batch has records and nothing more is ready, it is applied at once:
-            // waiting out max_batch_delay would only add latency when records trickle in, while
-            // under a backlog the prefetched queue is never empty and batches fill up anyway
-            // (and records that arrive during one apply make the next batch: group commit).
-            let before = book.pending.count
-            var results = consumer.pollBatch(maxRecords: settings.maxBatchEvents - book.pending.count, timeoutMs: 0)
-            if results.isEmpty {
-                if deadline != nil { break }
-                results = consumer.pollBatch(maxRecords: 1, timeoutMs: timeout)
-            }
-            try take(results, consumer)
-            if book.pending.count == before {
-                if deadline == nil && !book.pending.isEmpty { break }  // pending survived a retry episode
-                continue
-            }
-            if deadline == nil { deadline = ContinuousClock.now.advanced(by: settings.maxBatchDelay) }
-        }
-    }
-
-    /// Hands polled records to the bookkeeping and performs what it asks; reports errors.
-    private func take(_ results: [KafkaConsumer.PollResult], _ consumer: KafkaConsumer) throws {
-        var records: [KafkaRecord] = []
-        records.reserveCapacity(results.count)
-        for result in results {
-            switch result {
-            case .record(let r):
-                records.append(r)
-            case .endOfPartition:
-                break  // not enabled for the daemon's consumer
-            case .error(let e, let fatal):
-                if fatal { throw PipelineError.fatalKafka(e, region: settings.region, groupInstanceID: settings.groupInstanceID) }
-                // librdkafka reports every failed connection attempt; one line per 30 s is enough.
-                let now = ContinuousClock.now
-                if lastKafkaWarning.map({ now - $0 >= .seconds(30) }) ?? true {
-                    lastKafkaWarning = now
-                    logger.warning("Kafka consumer error (librdkafka retries by itself)", metadata: ["error": "\(e)"])
-                } else {
-                    logger.debug("Kafka consumer error", metadata: ["error": "\(e)"])
-                }
-            }
-        }
-        if !records.isEmpty { perform(book.polled(records), consumer) }
-    }
-
-    /// Performs the bookkeeping's actions on the consumer (seeks before resumes, as listed).
-    private func perform(_ actions: [BookkeepingAction], _ consumer: KafkaConsumer) {
-        var seeks: [TopicPartitionOffset] = []
-        func flushSeeks() {
-            guard !seeks.isEmpty else { return }
-            do {
-                try consumer.seek(seeks, timeoutMs: 5000)
-            } catch {
-                logger.warning("seek failed", metadata: ["error": "\(error)", "positions": "\(seeks.map { "\($0.partition)@\($0.offset)" })"])
-            }
-            seeks.removeAll()
-        }
-        func tpo(_ p: Int32, _ offset: Int64 = 0) -> TopicPartitionOffset {
-            TopicPartitionOffset(topic: settings.topic, partition: p, offset: offset)
-        }
-        for action in actions {
-            switch action {
-            case .seek(let p, let target):
-                switch target {
-                case .beginning: seeks.append(tpo(p, TopicPartitionOffset.beginning))
-                case .offset(let n): seeks.append(tpo(p, n))
-                }
-            case .pause(let parts):
-                flushSeeks()
-                consumer.pause(parts.map { tpo($0) })
-            case .resume(let parts):
-                flushSeeks()
-                consumer.resume(parts.map { tpo($0) })
-            case .queryLowWatermark(let p):
-                flushSeeks()
-                do {
-                    let low = try consumer.queryWatermarks(topic: settings.topic, partition: p, timeoutMs: 5000).low
-                    perform(book.lowWatermark(partition: p, low), consumer)
-                } catch {
-                    logger.warning("cannot read a partition's low watermark; re-reading from its next offset",
-                                   metadata: ["partition": "\(p)", "error": "\(error)"])
-                    perform(book.lowWatermarkUnavailable(partition: p), consumer)
-                }
-            case .gone(let p, let from, let to):
-                let n = Int(to - from)
-                logger.warning("records deleted from the topic before they were applied (retention): skipped", metadata: [
-                    "partition": "\(p)", "offsets": "\(from)..<\(to)", "records": "\(n)"])
-                metrics.gone(n)
-                status.recordsGone(region: settings.region, count: Int64(n))
-                totals[.gone] += n
-            case .noRecords(let p, let from, let to):
-                logger.info("no records at these offsets (compaction or transaction markers)", metadata: [
-                    "partition": "\(p)", "offsets": "\(from)..<\(to)"])
-            }
-        }
-        flushSeeks()
-    }
-
-    /// Reads the region's stored offsets for partitions assigned since the last call, and
-    /// positions them (in the loop, never inside the rebalance callback). A failure is retried
-    /// later with backoff; meanwhile the loop keeps polling, so the group never waits on the
-    /// region's database.
-    private func resolvePositions(_ consumer: KafkaConsumer) {
-        guard book.needsStoredOffsets, ContinuousClock.now >= nextResolve else { return }
-        do {
-            let db = try ensureConnectedOnce()
-            let stored = try RegionApplier.storedOffsets(group: settings.consumerGroup, topic: settings.topic,
-                                                         table: applier.tables.offsets, on: db)
-            let unresolved = book.owned.filter { book.committed($0) == .unresolved }.sorted()
-            perform(book.positionsResolved(stored: stored), consumer)
-            resolveBackoff = Backoff()
-            logger.info("partitions positioned at the region's stored offsets", metadata: [
-                "positions": "\(unresolved.map { "\($0)@\(stored[$0].map(String.init) ?? "beginning")" })",
-                "paused_until_retry_succeeds": "\(book.retrying)"])
-        } catch {
-            let delay = resolveBackoff.next()
-            nextResolve = ContinuousClock.now.advanced(by: delay)
-            if !book.retrying { status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false, problem: "\(error)") }
-            let now = ContinuousClock.now
-            if lastResolveWarning.map({ now - $0 >= .seconds(10) }) ?? true {
-                lastResolveWarning = now
-                logger.warning("cannot read the stored offsets of newly assigned partitions; they stay paused",
-                               metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])
-            }
-        }
-    }
-
-    /// Applies `pending` in transactions of at most `chunkLimit` records; handles failures by
-    /// their class (``ApplyFailure``) until everything applied or the pipeline stops.
+    /// Applies `pending` in transactions of at most `policy.chunkLimit` records until all of it
+    /// is applied or the pipeline stops: every attempt's outcome goes to ``ApplyPolicy``, and
+    /// this loop performs its decision.
     private func applyPending(_ consumer: KafkaConsumer) throws {
-        var backoff = Backoff()
-        var schemaBackoff = Self.schemaBackoff()
+        policy.startApplying()
         while !book.pending.isEmpty && !stopping {
-            let chunk = Array(book.pending.prefix(max(1, chunkLimit)))
-            reportOldest(chunk)
-            let decoded = chunk.map { r in
-                DecodedRecord(record: r, event: EventDecoder.decode(r.value))
-            }
-            let progress = Self.progress(of: chunk)
-            let expected = book.expectedStored(for: progress.map(\.partition))
-            let failure: ApplyFailure
-            let error: any Error
-            do {
-                let db = try ensureConnectedOnce()
-                let started = ContinuousClock.now
-                let result = try applier.apply(decoded, progress: progress, expectedOffsets: expected,
-                                               consumerGroup: settings.consumerGroup, topic: settings.topic, on: db)
-                committed(result, chunk: chunk, progress: progress, started: started, consumer)
-                if backoff.attempt > 0 || schemaBackoff.attempt > 0 {
-                    logger.notice("region recovered", metadata: ["attempts": "\(backoff.attempt + schemaBackoff.attempt)"])
-                    backoff = Backoff()
-                    schemaBackoff = Self.schemaBackoff()
+            let chunk = Chunk(Array(book.pending.prefix(policy.chunkLimit)), book: book)
+            reportOldest(chunk.records)
+            switch apply(chunk) {
+            case .committed(let result, let started):
+                committed(result, chunk, started: started, consumer)
+                if case .next(let failedAttempts?) = policy.after(.committed(records: chunk.count)) {
+                    logger.notice("region recovered", metadata: ["attempts": "\(failedAttempts)"])
                 }
-                if chunkLimit < settings.maxBatchEvents {
-                    cleanChunks += 1
-                    if cleanChunks >= 8 {
-                        chunkLimit = min(settings.maxBatchEvents, chunkLimit * 2)
-                        cleanChunks = 0
-                    }
-                }
-                continue
-            } catch let e as PostgresError {
-                failure = ApplyFailure.classify(e)
-                error = e
-            } catch let e as PipelineError {
-                failure = .schema  // not migrated: a table is missing
-                error = e
-            } catch let e {
-                failure = .transient
-                error = e
+            case .failed(let failure, let error):
+                metrics.retried()
+                let decision = policy.after(.failed(failure, records: chunk.count))
+                guard try act(on: decision, failure: failure, error: error, chunk, consumer) else { return }
             }
-            metrics.retried()
-            switch failure {
-            case .offsetsMoved:
-                followStoredOffsets(error, consumer)
-                continue
-            case .split where chunk.count > 1:
-                chunkLimit = max(1, chunk.count / 2)
-                cleanChunks = 0
-                logger.warning("batch too big or too slow for the region's database: applying it in smaller transactions",
-                               metadata: ["error": "\(error)", "records": "\(chunk.count)", "now": "\(chunkLimit)"])
-                continue
-            case .split:
-                // One record the region cannot take even alone (too large, too slow).
-                if deadLetterAlone(decoded, error: error, progress: progress, expected: expected, consumer) { continue }
-            case .transient, .deadLetter, .schema:
-                break
-            }
-            // Wait, partitions paused, serving the consumer (group heartbeats, rebalances, new
-            // partitions' positions) meanwhile; then retry.
-            let schema = failure == .schema
-            let delay = schema ? schemaBackoff.next() : backoff.next()
-            let attempt = schema ? schemaBackoff.attempt : backoff.attempt
-            let problem = schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)"
-            status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false, problem: problem)
-            logger.warning(schema ? "the region's schema does not fit, retrying slowly" : "apply failed, retrying", metadata: [
-                "error": "\(error)", "sqlstate_class": "\(failure.rawValue)", "attempt": "\(attempt)",
-                "retry_in_ms": "\(delay.milliseconds)"])
-            perform(book.applyFailed(), consumer)
-            let until = ContinuousClock.now.advanced(by: delay)
-            while ContinuousClock.now < until && !stopping {
-                heartbeat()
-                try take(consumer.pollBatch(maxRecords: 500, timeoutMs: 100), consumer)
-                resolvePositions(consumer)
-            }
-            if stopping {
-                logger.notice("stopping: abandoning the uncommitted batch (it is re-read on restart)",
-                              metadata: ["records": "\(book.pending.count)"])
-                book.abandonPending()
-                return
-            }
-            if book.pending.isEmpty { perform(book.retryEnded(), consumer) }  // every partition revoked meanwhile
         }
+    }
+
+    /// Performs the policy's decision after an attempt on `chunk` failed with `error` (of class `failure`).
+    /// - Returns: false when the pipeline stopped during a wait (the batch is abandoned).
+    private func act(on decision: ApplyPolicy.Decision, failure: ApplyFailure, error: any Error,
+                     _ chunk: Chunk, _ consumer: KafkaConsumer) throws -> Bool {
+        switch decision {
+        case .next:
+            return true
+        case .split(let limit):
+            logger.warning("batch too big or too slow for the region's database: applying it in smaller transactions",
+                           metadata: ["error": "\(error)", "records": "\(chunk.count)", "now": "\(limit)"])
+            return true
+        case .followStoredOffsets:
+            followStoredOffsets(error, consumer)
+            return true
+        case .deadLetter:
+            guard let (dlFailure, dlError) = deadLetterAlone(chunk, error: error, consumer) else { return true }
+            let next = policy.after(.deadLetterFailed(dlFailure))
+            if next == .followStoredOffsets {
+                followStoredOffsets(dlError, consumer)
+                return true
+            }
+            return try act(on: next, failure: failure, error: error, chunk, consumer)
+        case .backOff(let retry):
+            return try backOff(retry, failure: failure, error: error, consumer)
+        }
+    }
+
+    /// Waits out `retry` with the partitions paused, serving the consumer meanwhile (group
+    /// heartbeats, rebalances, new partitions' positions); the same records are tried next.
+    /// - Returns: false when the pipeline stopped meanwhile (the batch is abandoned, re-read on restart).
+    private func backOff(_ retry: ApplyPolicy.Retry, failure: ApplyFailure, error: any Error, _ consumer: KafkaConsumer) throws -> Bool {
+        let problem = retry.schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)"
+        status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false, problem: problem)
+        logger.warning(retry.schema ? "the region's schema does not fit, retrying slowly" : "apply failed, retrying", metadata: [
+            "error": "\(error)", "sqlstate_class": "\(failure.rawValue)", "attempt": "\(retry.attempt)",
+            "retry_in_ms": "\(retry.delay.milliseconds)"])
+        perform(book.applyFailed(), consumer)
+        let until = ContinuousClock.now.advanced(by: retry.delay)
+        while ContinuousClock.now < until && !stopping {
+            heartbeat()
+            try take(consumer.pollBatch(maxRecords: 500, timeoutMs: 100), consumer)
+            resolvePositions(consumer)
+        }
+        if stopping {
+            logger.notice("stopping: abandoning the uncommitted batch (it is re-read on restart)",
+                          metadata: ["records": "\(book.pending.count)"])
+            book.abandonPending()
+            return false
+        }
+        if book.pending.isEmpty { perform(book.retryEnded(), consumer) }  // every partition revoked meanwhile
+        return true
     }
 
     /// A chunk committed: metrics, status, bookkeeping, and the offsets to Kafka.
-    private func committed(_ result: ApplyResult, chunk: [KafkaRecord], progress: [PartitionProgress],
-                           started: ContinuousClock.Instant, _ consumer: KafkaConsumer) {
+    func committed(_ result: ApplyResult, _ chunk: Chunk, started: ContinuousClock.Instant, _ consumer: KafkaConsumer) {
         let committedAt = Timestamp.now
         metrics.batchCommitted(result, duration: ContinuousClock.now - started, committedAtMs: committedAt.microseconds / 1000)
-        status.committed(region: settings.region, pipeline: settings.loopName, progress: progress, at: committedAt.secondsSinceEpoch)
+        status.committed(region: settings.region, pipeline: settings.loopName, progress: chunk.progress, at: committedAt.secondsSinceEpoch)
         totals = totals + result.counts
-        perform(book.applySucceeded(count: chunk.count, progress: progress), consumer)
+        perform(book.applySucceeded(count: chunk.count, progress: chunk.progress), consumer)
         do {
-            try consumer.commit(progress.map { TopicPartitionOffset(topic: settings.topic, partition: $0.partition, offset: $0.nextOffset) },
+            try consumer.commit(chunk.progress.map { TopicPartitionOffset(topic: settings.topic, partition: $0.partition, offset: $0.nextOffset) },
                                 async: true)
         } catch {
             logger.debug("Kafka commit failed (the region's database holds the offsets)", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// The region's stored offsets are not the ones this pipeline believed (a restore from
-    /// backup, a manual reset, another writer): they win. Re-reads them and continues from there.
-    private func followStoredOffsets(_ error: any Error, _ consumer: KafkaConsumer) {
-        do {
-            let db = try ensureConnectedOnce()
-            let stored = try RegionApplier.storedOffsets(group: settings.consumerGroup, topic: settings.topic,
-                                                         table: applier.tables.offsets, on: db)
-            let owned = book.owned
-            perform(book.storedOffsetsMoved(stored: stored), consumer)
-            status.storedOffsetsMoved(region: settings.region, stored.filter { owned.contains($0.key) })
-            logger.warning("the region's stored offsets moved (restore, manual reset or another writer): continuing from them", metadata: [
-                "detail": "\(error)",
-                "positions": "\(owned.sorted().map { "\($0)@\(stored[$0].map(String.init) ?? "beginning")" })"])
-        } catch {
-            // The batch stays pending; the next attempt checks again.
-            logger.warning("cannot re-read the region's stored offsets", metadata: ["error": "\(error)"])
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-    }
-
-    /// Dead-letters the single record the region refuses even alone with a "split" error.
-    /// - Returns: false when that failed too (the caller waits and retries).
-    private func deadLetterAlone(_ decoded: [DecodedRecord], error: any Error, progress: [PartitionProgress],
-                                 expected: [Int32: Int64?], _ consumer: KafkaConsumer) -> Bool {
-        let chunk = book.pending.prefix(decoded.count).map { $0 }
-        do {
-            let db = try ensureConnectedOnce()
-            let started = ContinuousClock.now
-            let result = try applier.deadLetter(decoded, error: "the region's database cannot apply this record even alone: \(error)",
-                                                progress: progress, expectedOffsets: expected,
-                                                consumerGroup: settings.consumerGroup, topic: settings.topic, on: db)
-            logger.warning("record dead-lettered: the region's database cannot apply it even alone",
-                           metadata: ["partition": "\(progress.first?.partition ?? -1)", "offset": "\(chunk.first?.offset ?? -1)",
-                                      "error": "\(error)"])
-            committed(result, chunk: chunk, progress: progress, started: started, consumer)
-            return true
-        } catch let e as PostgresError where ApplyFailure.classify(e) == .offsetsMoved {
-            followStoredOffsets(e, consumer)
-            return true
-        } catch {
-            return false
         }
     }
 
@@ -444,77 +237,6 @@ public final class RegionPipeline: @unchecked Sendable {
             byPartition[r.partition] = PartitionProgress(partition: r.partition, nextOffset: next, lastRecordMs: r.timestampMs)
         }
         return byPartition.values.sorted { $0.partition < $1.partition }
-    }
-
-    // MARK: - Rebalance (called inside poll, on the pipeline thread: no I/O, no waiting)
-
-    private func rebalanced(_ event: KafkaConsumer.RebalanceEvent) -> [TopicPartitionOffset] {
-        switch event {
-        case .revoked(let parts, let lost):
-            book.revoked(parts.map(\.partition))
-            status.assignment(region: settings.region, pipeline: settings.loopName, revoked: parts.map(\.partition))
-            logger.info("partitions revoked", metadata: ["partitions": "\(parts.map(\.partition).sorted())", "lost": "\(lost)"])
-            return []
-        case .assigned(let parts):
-            // Paused right after assigning (KafkaConsumer's pauseAssigned); the loop reads their
-            // stored offsets, then seeks and resumes them.
-            _ = book.assigned(parts.map(\.partition))
-            nextResolve = ContinuousClock.now
-            status.assignment(region: settings.region, pipeline: settings.loopName, assigned: parts.map(\.partition))
-            logger.info("partitions assigned (paused until their stored offsets are read)",
-                        metadata: ["partitions": "\(parts.map(\.partition).sorted())"])
-            return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.storedOffset) }
-        }
-    }
-
-    // MARK: - Database connection
-
-    /// Connects (or reuses the connection), checking the schema on a new connection and
-    /// resolving the bookkeeping tables' schema-qualified names.
-    private func ensureConnectedOnce() throws -> PostgresConnection {
-        if let db, db.isOpen { return db }
-        db = nil
-        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)\(settings.shard.map { " \($0)" } ?? "")")
-        let (missing, tables) = try Schema.check(c, table: settings.table)
-        if !missing.isEmpty {
-            c.close()
-            throw PipelineError(description: "region \(settings.region) is not migrated (missing: \(missing.joined(separator: ", "))); run `region-replicator migrate`")
-        }
-        // The messages table itself: mapped columns, types, the unique index on the id column.
-        let problems = try Schema.inspect(c, table: settings.table, columns: settings.columns)
-        if !problems.isEmpty {
-            c.close()
-            throw PipelineError(description: "region \(settings.region) cannot be applied to: \(problems.map(\.description).joined(separator: " "))")
-        }
-        if tables != applier.tables {
-            applier = RegionApplier(region: settings.region, table: settings.table, applyToOrigin: settings.applyToOrigin, tables: tables,
-                                    columns: settings.columns)
-        }
-        db = c
-        status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: true, problem: nil)
-        logger.info("connected to the region's database", metadata: ["database": "\(PostgresConnection.describe(settings.conninfo))"])
-        return c
-    }
-
-    /// Connects before subscribing, retrying forever (until stop); slowly while the schema
-    /// does not fit.
-    private func ensureDatabase() {
-        var backoff = Backoff()
-        var schemaBackoff = Self.schemaBackoff()
-        while !stopping {
-            do {
-                _ = try ensureConnectedOnce()
-                return
-            } catch {
-                let schema = error is PipelineError || (error as? PostgresError).map { ApplyFailure.classify($0) == .schema } ?? false
-                let delay = schema ? schemaBackoff.next() : backoff.next()
-                status.pipelineDatabase(region: settings.region, pipeline: settings.loopName, connected: false,
-                                        problem: schema ? "schema problem (the region stops until it is fixed): \(error)" : "\(error)")
-                heartbeat()
-                logger.warning("region database unavailable, retrying", metadata: ["error": "\(error)", "retry_in_ms": "\(delay.milliseconds)"])
-                Backoff.wait(delay, slice: .milliseconds(500), stop: { stopping }, tick: heartbeat)
-            }
-        }
     }
 
     private func logProgressIfDue() {
