@@ -77,7 +77,9 @@ public struct VerifySchema: Sendable, Hashable {
                 FROM replicator_message_tombstones t
                 WHERE t.message_id >= $1::uuid AND ($2::uuid IS NULL OR t.message_id < $2::uuid)
                   AND ($5::text IS NULL OR t.session_id = $5::text))
-            SELECT (k - $3::bigint) / $4::bigint, count(*), bit_xor(h) FROM items GROUP BY 1
+            SELECT (k - $3::bigint) / $4::bigint AS \(SegmentDigestRow.segment), count(*) AS \(SegmentDigestRow.items),
+                   bit_xor(h) AS \(SegmentDigestRow.xor)
+            FROM items GROUP BY 1
             """
     }
 
@@ -89,26 +91,31 @@ public struct VerifySchema: Sendable, Hashable {
                    hashtextextended(concat_ws('|', 's', s.session_id, \(micros("s.deleted_at"))), 0) AS h
             FROM replicator_session_tombstones s
             WHERE $5::text IS NULL OR s.session_id = $5::text)
-        SELECT (k - $3::bigint) / $4::bigint, count(*), bit_xor(h) FROM items
-        WHERE k >= $1::bigint AND k < $2::bigint GROUP BY 1
+        SELECT (k - $3::bigint) / $4::bigint AS \(SegmentDigestRow.segment), count(*) AS \(SegmentDigestRow.items),
+               bit_xor(h) AS \(SegmentDigestRow.xor)
+        FROM items WHERE k >= $1::bigint AND k < $2::bigint GROUP BY 1
         """
 
     /// The items of the uuid space in `[$1, $2)` (session filter `$3`), or with the ids `$4`
-    /// when it is not null: (kind `m`/`t`, id, session, version, fingerprint, content hash hex,
-    /// created_at or deleted_at µs, replicated_at µs).
+    /// when it is not null: the columns of ``UUIDSpaceItem`` (a row's created_at, a tombstone's
+    /// deleted_at, as µs).
     var uuidItems: String {
         let m = "m", t = table.quoted
+        typealias C = UUIDSpaceItem.Column
         return """
-            SELECT 'm', \(column(m, \.messageID))::text, \(column(m, \.sessionID)), \(column(m, \.version)), \(rowFingerprint(m)),
-                   encode(\(contentHash(m)), 'hex'), \(Self.micros(column(m, \.createdAt))),
-                   \(columns.replicatedAt.map { Self.micros("\(m).\(Self.identifier($0))") } ?? "NULL::bigint")
+            SELECT '\(UUIDSpaceItem.Kind.row.rawValue)' AS \(C.kind), \(column(m, \.messageID))::text AS \(C.id),
+                   \(column(m, \.sessionID)) AS \(C.session), \(column(m, \.version)) AS \(C.version),
+                   \(rowFingerprint(m)) AS \(C.fingerprint), encode(\(contentHash(m)), 'hex') AS \(C.contentHash),
+                   \(Self.micros(column(m, \.createdAt))) AS \(C.at),
+                   \(columns.replicatedAt.map { Self.micros("\(m).\(Self.identifier($0))") } ?? "NULL::bigint") AS \(C.replicatedAt)
             FROM \(t) m
             WHERE CASE WHEN $4::uuid[] IS NULL
                        THEN \(column(m, \.messageID)) >= $1::uuid AND ($2::uuid IS NULL OR \(column(m, \.messageID)) < $2::uuid)
                        ELSE \(column(m, \.messageID)) = ANY($4::uuid[]) END
               AND ($3::text IS NULL OR \(column(m, \.sessionID)) = $3::text)
             UNION ALL
-            SELECT 't', t.message_id::text, t.session_id, t.version, 0, NULL, \(Self.micros("t.deleted_at")), NULL
+            SELECT '\(UUIDSpaceItem.Kind.tombstone.rawValue)', t.message_id::text, t.session_id, t.version, 0, NULL,
+                   \(Self.micros("t.deleted_at")), NULL
             FROM replicator_message_tombstones t
             WHERE CASE WHEN $4::uuid[] IS NULL
                        THEN t.message_id >= $1::uuid AND ($2::uuid IS NULL OR t.message_id < $2::uuid)
@@ -118,21 +125,25 @@ public struct VerifySchema: Sendable, Hashable {
     }
 
     /// Session tombstones with key in `[$1, $2)` (session filter `$3`), or with the ids `$4`:
-    /// (session, deleted_at µs).
+    /// the columns of ``SessionTombstoneItem``.
     static let sessionItems = """
-        SELECT s.session_id, \(micros("s.deleted_at")) FROM replicator_session_tombstones s
+        SELECT s.session_id AS \(SessionTombstoneItem.session), \(micros("s.deleted_at")) AS \(SessionTombstoneItem.deletedAt)
+        FROM replicator_session_tombstones s
         WHERE CASE WHEN $4::text[] IS NULL THEN \(sessionKey) >= $1::bigint AND \(sessionKey) < $2::bigint
                    ELSE s.session_id = ANY($4::text[]) END
           AND ($3::text IS NULL OR s.session_id = $3::text)
         """
 
-    /// The full rows with the ids `$1` (for repair): id, session, role, content, region,
-    /// created_at µs, version, attributes (`jsonb` text or NULL).
+    /// The full rows with the ids `$1` (for repair): the columns of ``FullRow`` (created_at as
+    /// µs, attributes as `jsonb` text or NULL).
     var fullRows: String {
         let m = "m"
+        typealias C = FullRow.Column
         return """
-            SELECT \(column(m, \.messageID))::text, \(column(m, \.sessionID)), \(column(m, \.role)), \(column(m, \.content)),
-                   \(column(m, \.region)), \(Self.micros(column(m, \.createdAt))), \(column(m, \.version)), (\(attributes(m)))::text
+            SELECT \(column(m, \.messageID))::text AS \(C.id), \(column(m, \.sessionID)) AS \(C.session), \(column(m, \.role)) AS \(C.role),
+                   \(column(m, \.content)) AS \(C.content), \(column(m, \.region)) AS \(C.region),
+                   \(Self.micros(column(m, \.createdAt))) AS \(C.createdAt), \(column(m, \.version)) AS \(C.version),
+                   (\(attributes(m)))::text AS \(C.attributes)
             FROM \(table.quoted) m WHERE \(column(m, \.messageID)) = ANY($1::uuid[])
             """
     }
@@ -142,7 +153,7 @@ public struct VerifySchema: Sendable, Hashable {
     /// before it), plus the equal-version tie-break (the greater content hash wins; equal hashes:
     /// the greater fingerprint, so hand edits of other columns converge too), with no
     /// origin skipping: a repair is not an event from an origin. Returns the ids written, and
-    /// whether each was inserted (not updated).
+    /// whether each was inserted (not updated): ``RepairRowArrays/written`` and ``RepairRowArrays/inserted``.
     var repairUpsert: String {
         let c = columns
         var names = [c.messageID, c.sessionID, c.role, c.content, c.region, c.createdAt, c.version].map(Self.identifier)
@@ -151,7 +162,8 @@ public struct VerifySchema: Sendable, Hashable {
             names.append(Self.identifier(a))
             values.append("u.attributes::jsonb")
         }
-        var set = names[1...].map { "\($0) = excluded.\($0)" }
+        let id = Self.identifier(c.messageID), version = Self.identifier(c.version)
+        var set = names.filter { $0 != id }.map { "\($0) = excluded.\($0)" }
         if let r = c.replicatedAt { set.append("\(Self.identifier(r)) = now()") }
         let t = table.quoted
         return """
@@ -164,14 +176,13 @@ public struct VerifySchema: Sendable, Hashable {
                               WHERE mt.message_id = u.message_id AND mt.version >= u.version)
               AND NOT EXISTS (SELECT 1 FROM replicator_session_tombstones st
                               WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
-            ON CONFLICT (\(names[0])) DO UPDATE
+            ON CONFLICT (\(id)) DO UPDATE
             SET \(set.joined(separator: ", "))
-            WHERE \(column("m", \.version)) < excluded.\(names[6])
-               OR (\(column("m", \.version)) = excluded.\(names[6]) AND \(contentHash("m")) < \(contentHash("excluded")))
-               OR (\(column("m", \.version)) = excluded.\(names[6]) AND \(contentHash("m")) = \(contentHash("excluded"))
+            WHERE \(column("m", \.version)) < excluded.\(version)
+               OR (\(column("m", \.version)) = excluded.\(version) AND \(contentHash("m")) < \(contentHash("excluded")))
+               OR (\(column("m", \.version)) = excluded.\(version) AND \(contentHash("m")) = \(contentHash("excluded"))
                    AND \(rowFingerprint("m")) < \(rowFingerprint("excluded")))
-            RETURNING \(column("m", \.messageID))::text, (m.xmax = 0)
+            RETURNING \(column("m", \.messageID))::text AS \(RepairRowArrays.written), (m.xmax = 0) AS \(RepairRowArrays.inserted)
             """
     }
-
 }
