@@ -151,6 +151,29 @@ struct ApplyPolicyTests {
         #expect(r.attempt == 1 && !r.schema)
     }
 
+    @Test("A batch cut short (statement timeout, cancel) is halved, but a single record is retried with backoff, never dead-lettered")
+    func slowIsHalvedButNeverPoison() throws {
+        var p = ApplyPolicy(maxChunk: 64)
+        var records = 64
+        for limit in [32, 16, 8, 4, 2, 1] {
+            #expect(p.after(.failed(.slow, records: records)) == .split(chunkLimit: limit))
+            records = limit
+        }
+        for attempt in 1...20 {
+            let r = try #require(retry(p.after(.failed(.slow, records: 1))))
+            #expect(r.attempt == attempt && !r.schema && r.delay <= .seconds(5))
+        }
+        #expect(p.after(.committed(records: 1)) == .next(recoveredAfter: 20))
+    }
+
+    @Test("A record becomes a dead letter only for a reason of its own content: of every failure class alone, only 'too big'",
+          arguments: ApplyFailure.allCases)
+    func onlyContentIsPoison(_ failure: ApplyFailure) {
+        var p = ApplyPolicy(maxChunk: 500)
+        let decision = p.after(.failed(failure, records: 1))
+        #expect((decision == .deadLetter) == (failure == .split), "\(failure) alone: \(decision)")
+    }
+
     @Test("A maximum below one is one")
     func maximumAtLeastOne() {
         let p = ApplyPolicy(maxChunk: 0)

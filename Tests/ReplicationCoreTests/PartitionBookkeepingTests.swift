@@ -291,17 +291,17 @@ struct ApplyFailureTests {
         ("25006", ApplyFailure.transient),  // read-only transaction (failover to a replica)
         ("53100", .transient),  // disk full
         ("53300", .transient),  // too many connections
-        ("57014", .split),  // statement timeout
+        ("57014", .slow),  // statement timeout, or a cancel (pg_cancel_backend)
         ("54000", .split),  // program limit exceeded
         ("54001", .split),  // statement too complex
-        ("53200", .split),  // out of memory
+        ("53200", .slow),  // out of memory
         ("08000", .transient), ("08006", .transient), ("08001", .transient),  // connection exceptions (08xxx)
         ("08P01", .split),  // protocol violation (a message too large)
         ("40001", .transient),  // serialization failure
         ("40P01", .transient),  // deadlock
         ("57P01", .transient),  // admin shutdown
         ("57P03", .transient),  // cannot connect now (starting up)
-        ("55P03", .transient),  // lock not available
+        ("55P03", .transient),  // lock not available (lock_timeout: a lock wait)
         ("58030", .transient),  // I/O error
         ("XX000", .transient),  // internal error
         ("22P02", .deadLetter), ("22001", .deadLetter),  // data exceptions

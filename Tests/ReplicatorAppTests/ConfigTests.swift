@@ -203,7 +203,7 @@ struct ConfigTests {
         let error = failure(Self.minimal + "apply:\n  max_batch_evnts: 10\n")
         #expect(error?.key == "apply.max_batch_evnts")
         #expect(error?.description
-            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin, columns, attributes_column, connections)")
+            == "/etc/region-replicator/config.yaml: apply.max_batch_evnts: unknown key (known keys: table, max_batch_events, max_batch_delay_ms, max_batch_bytes, apply_to_origin, columns, attributes_column, connections, statement_timeout_ms, lock_timeout_ms)")
     }
 
     @Test("apply.columns and apply.attributes_column map event fields onto an existing table")

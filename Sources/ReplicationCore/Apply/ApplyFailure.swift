@@ -6,8 +6,15 @@ public enum ApplyFailure: String, Sendable, CaseIterable, Hashable {
     /// Goes away by itself (connection loss, failover, overload, conflicts): retry the same
     /// batch with capped backoff, partitions paused.
     case transient
-    /// The batch as a whole is too big or too slow for the server: apply it in halves.
+    /// The batch as a whole is too big for the server: apply it in halves. A single record
+    /// the server refuses even alone is too big by its own content: it becomes a dead letter.
     case split
+    /// The batch was cut short: its statement ran into the statement timeout, was cancelled
+    /// (`pg_cancel_backend`, a long-query killer), or the server ran out of memory. A cancel, a
+    /// stall and a batch too slow all look alike (SQLSTATE 57014): apply it in halves, but a
+    /// single record is retried with backoff, never dead-lettered — a wait says nothing about
+    /// the record's content.
+    case slow
     /// The server rejects the data of some record: isolate it by bisection, dead-letter it.
     case deadLetter = "dead_letter"
     /// The region's schema is not what the daemon needs (a missing table or column): the
@@ -25,10 +32,10 @@ public enum ApplyFailure: String, Sendable, CaseIterable, Hashable {
         if sqlstate == offsetsMovedCode { return .offsetsMoved }
         switch sqlstate {
         case "08P01": return .split  // protocol violation: a message too large for the server
-        case "53200": return .split  // out of memory
-        case "57014": return .split  // statement timeout (or cancel): smaller transactions finish
+        case "53200": return .slow  // out of memory: the server's state, not the record's
+        case "57014": return .slow  // statement timeout or cancel: smaller transactions may finish
         case "42P01", "42703", "42883", "3F000", "42501", "42704": return .schema
-        case "55P03", "55006", "25006", "25P02": return .transient
+        case "55P03", "55006", "25006", "25P02": return .transient  // 55P03: lock_timeout, a lock wait
         default: break
         }
         switch sqlstate.prefix(2) {

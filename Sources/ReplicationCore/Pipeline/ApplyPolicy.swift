@@ -6,7 +6,9 @@
 /// By the failure's class (``ApplyFailure``): transient failures and a schema that does not fit
 /// wait with backoff and retry the same records; a batch too big or too slow is halved at once,
 /// and grows back after clean transactions; a single record the region cannot take even alone
-/// becomes a dead letter; moved stored offsets are followed.
+/// becomes a dead letter only when its own content is the reason (too big, ``ApplyFailure/split``)
+/// — a single record cut short (``ApplyFailure/slow``: a statement timeout, a cancel) waits and
+/// is retried like a transient failure; moved stored offsets are followed.
 public struct ApplyPolicy: Sendable {
     /// How an apply attempt ended.
     public enum Attempt: Sendable, Hashable {
@@ -88,7 +90,7 @@ public struct ApplyPolicy: Sendable {
             return .next(recoveredAfter: failed > 0 ? failed : nil)
         case .failed(.offsetsMoved, _), .deadLetterFailed(.offsetsMoved):
             return .followStoredOffsets
-        case .failed(.split, let records) where records > 1:
+        case .failed(.split, let records) where records > 1, .failed(.slow, let records) where records > 1:
             chunkLimit = max(1, records / 2)
             cleanChunks = 0
             return .split(chunkLimit: chunkLimit)
@@ -97,7 +99,7 @@ public struct ApplyPolicy: Sendable {
         case .failed(.schema, _):
             let delay = schemaBackoff.next()
             return .backOff(Retry(delay: delay, attempt: schemaBackoff.attempt, schema: true))
-        case .failed(.transient, _), .failed(.deadLetter, _), .deadLetterFailed:
+        case .failed(.transient, _), .failed(.slow, _), .failed(.deadLetter, _), .deadLetterFailed:
             let delay = backoff.next()
             return .backOff(Retry(delay: delay, attempt: backoff.attempt, schema: false))
         }

@@ -26,6 +26,9 @@ public struct PipelineSettings: Sendable {
     /// Event field → column of ``table``.
     public var columns: MessageColumns = .standard
 
+    /// The apply connection's statement timeout and what follows from it (the heartbeat timeout).
+    public var timeouts = ApplyTimeouts()
+
     /// Which of the region's `apply.connections` pipelines this is (1…n); nil when the region
     /// has one. Every shard is an ordinary member of the region's consumer group: Kafka's
     /// assignment gives each its share of the partitions.

@@ -56,7 +56,8 @@ extension RegionPipeline {
     func ensureConnectedOnce() throws -> PostgresConnection {
         if let db, db.isOpen { return db }
         db = nil
-        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)\(settings.shard.map { " \($0)" } ?? "")")
+        let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)\(settings.shard.map { " \($0)" } ?? "")",
+                                                    timeouts: settings.timeouts)
         let (missing, tables) = try Schema.check(c, table: settings.table)
         if !missing.isEmpty {
             c.close()

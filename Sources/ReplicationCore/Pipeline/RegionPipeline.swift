@@ -42,9 +42,6 @@ public final class RegionPipeline: @unchecked Sendable {
     var lastKafkaWarning: ContinuousClock.Instant?
     var lastResolveWarning: ContinuousClock.Instant?
 
-    /// Longest a healthy loop goes without a heartbeat (a query may take up to its 60 s timeout).
-    static let heartbeatTimeout: Duration = .seconds(90)
-
     public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger) {
         self.settings = settings
         self.status = status
@@ -64,7 +61,7 @@ public final class RegionPipeline: @unchecked Sendable {
     var stopping: Bool { stopRequested.load(ordering: .relaxed) }
 
     func heartbeat() {
-        status.heartbeat(region: settings.region, loop: settings.loopName, timeout: Self.heartbeatTimeout)
+        status.heartbeat(region: settings.region, loop: settings.loopName, timeout: settings.timeouts.heartbeat)
     }
 
     /// Runs the pipeline on a dedicated thread until ``requestStop()``; returns when the thread ends.
@@ -134,6 +131,9 @@ public final class RegionPipeline: @unchecked Sendable {
     private func applyPending(_ consumer: KafkaConsumer) throws {
         policy.startApplying()
         while !book.pending.isEmpty && !stopping {
+            // Liveness is "the loop is making attempts", on every path (halving included): one
+            // attempt takes at most a reconnect and one answer, within the heartbeat timeout.
+            heartbeat()
             let chunk = Chunk(Array(book.pending.prefix(policy.chunkLimit)), book: book)
             reportOldest(chunk.records)
             switch apply(chunk) {

@@ -27,6 +27,8 @@ public struct ReplayRequest: Sendable {
     public var table: TableName
     /// Event field → column of ``table``.
     public var columns: MessageColumns = .standard
+    /// The apply connection's timeouts (`apply.statement_timeout_ms`).
+    public var timeouts = ApplyTimeouts()
     public var applyToOrigin: Bool
     public var maxBatchEvents: Int
     public var from: ReplayBound

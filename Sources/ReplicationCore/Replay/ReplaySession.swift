@@ -31,7 +31,8 @@ struct ReplaySession {
 
     static func connect(_ request: ReplayRequest) throws(PostgresError) -> PostgresConnection {
         try PostgresConnection.openForApply(conninfo: request.conninfo,
-                                            applicationName: "region-replicator replay\(request.dryRun ? " (dry run)" : "")")
+                                            applicationName: "region-replicator replay\(request.dryRun ? " (dry run)" : "")",
+                                            timeouts: request.timeouts)
     }
 
     func close() { db?.close() }

@@ -54,6 +54,7 @@ extension ReplicatorConfig {
                          maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes,
                          groupInstanceID: groupInstanceID(for: region))
         s.columns = apply.columns
+        s.timeouts = ApplyTimeouts(statement: .milliseconds(apply.statementTimeoutMs), lock: .milliseconds(apply.lockTimeoutMs))
         return s
     }
 }

@@ -15,6 +15,8 @@ extension RawConfig {
         ("REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES", "apply.max_batch_bytes"),
         ("REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN", "apply.apply_to_origin"),
         ("REGION_REPLICATOR_APPLY_CONNECTIONS", "apply.connections"),
+        ("REGION_REPLICATOR_APPLY_STATEMENT_TIMEOUT_MS", "apply.statement_timeout_ms"),
+        ("REGION_REPLICATOR_APPLY_LOCK_TIMEOUT_MS", "apply.lock_timeout_ms"),
         ("REGION_REPLICATOR_HTTP_LISTEN", "http.listen"),
         ("REGION_REPLICATOR_LOG_LEVEL", "log.level"),
         ("REGION_REPLICATOR_LOG_FORMAT", "log.format"),
@@ -62,6 +64,8 @@ extension RawConfig {
         if let v = try int("REGION_REPLICATOR_APPLY_MAX_BATCH_BYTES") { maxBatchBytes = v }
         if let v = try bool("REGION_REPLICATOR_APPLY_APPLY_TO_ORIGIN") { applyToOrigin = v }
         if let v = try int("REGION_REPLICATOR_APPLY_CONNECTIONS") { connections = v }
+        if let v = try int("REGION_REPLICATOR_APPLY_STATEMENT_TIMEOUT_MS") { statementTimeoutMs = v }
+        if let v = try int("REGION_REPLICATOR_APPLY_LOCK_TIMEOUT_MS") { lockTimeoutMs = v }
         if let v = string("REGION_REPLICATOR_HTTP_LISTEN") { listen = v }
         if let v = string("REGION_REPLICATOR_LOG_LEVEL") { level = v }
         if let v = string("REGION_REPLICATOR_LOG_FORMAT") { format = v }

@@ -75,10 +75,24 @@ public struct ReplicatorConfig: Sendable {
 
         public static let defaultConnections = 1
 
+        /// The server's `statement_timeout` for the apply connections, in milliseconds (1000…3600000).
+        public var statementTimeoutMs: Int
+
+        public static let defaultStatementTimeoutMs = 60_000
+
+        /// The server's `lock_timeout` for the apply connections, in milliseconds (100…, below
+        /// ``statementTimeoutMs``; default 10000, or half the statement timeout when that is shorter).
+        public var lockTimeoutMs: Int
+
+        public static func defaultLockTimeoutMs(statementTimeoutMs: Int) -> Int { min(10_000, statementTimeoutMs / 2) }
+
         public init(table: TableName, maxBatchEvents: Int = 1000, maxBatchDelayMs: Int = 20, applyToOrigin: Bool = false,
                     maxBatchBytes: Int = Apply.defaultMaxBatchBytes, columns: MessageColumns = .standard,
-                    connections: Int = Apply.defaultConnections) {
+                    connections: Int = Apply.defaultConnections, statementTimeoutMs: Int = Apply.defaultStatementTimeoutMs,
+                    lockTimeoutMs: Int? = nil) {
             self.table = table
+            self.statementTimeoutMs = statementTimeoutMs
+            self.lockTimeoutMs = lockTimeoutMs ?? Apply.defaultLockTimeoutMs(statementTimeoutMs: statementTimeoutMs)
             self.connections = connections
             self.columns = columns
             self.maxBatchEvents = maxBatchEvents

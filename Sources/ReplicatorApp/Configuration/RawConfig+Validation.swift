@@ -99,10 +99,14 @@ extension RawConfig {
                                                 key: "apply.max_batch_bytes", 65_536...268_435_456, file: file)
         let connections = try Self.checkRange(connections, default: ReplicatorConfig.Apply.defaultConnections,
                                               key: "apply.connections", 1...16, file: file)
+        let statementTimeoutMs = try Self.checkRange(statementTimeoutMs, default: ReplicatorConfig.Apply.defaultStatementTimeoutMs,
+                                                     key: "apply.statement_timeout_ms", 1000...3_600_000, file: file)
+        let lockTimeoutMs = try Self.checkRange(lockTimeoutMs, default: ReplicatorConfig.Apply.defaultLockTimeoutMs(statementTimeoutMs: statementTimeoutMs),
+                                                key: "apply.lock_timeout_ms", 100...(statementTimeoutMs - 1), file: file)
         let apply = ReplicatorConfig.Apply(
             table: tableName, maxBatchEvents: maxBatchEvents, maxBatchDelayMs: maxBatchDelayMs,
             applyToOrigin: applyToOrigin?.value ?? false, maxBatchBytes: maxBatchBytes, columns: messageColumns,
-            connections: connections)
+            connections: connections, statementTimeoutMs: statementTimeoutMs, lockTimeoutMs: lockTimeoutMs)
 
         // http
         let listen = listen ?? Sourced(value: "127.0.0.1:9466", key: "http.listen")

@@ -38,6 +38,8 @@ struct RawConfig {
     var maxBatchDelayMs: Sourced<Int>?
     var maxBatchBytes: Sourced<Int>?
     var connections: Sourced<Int>?
+    var statementTimeoutMs: Sourced<Int>?
+    var lockTimeoutMs: Sourced<Int>?
     var applyToOrigin: Sourced<Bool>?
     var columns: [String: Sourced<String>] = [:]
     var columnsKey: String?
@@ -64,7 +66,7 @@ struct RawConfig {
     ]
     static let regionKeys = ["name", "dsn", "dsn_file"]
     static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
-                            "columns", "attributes_column", "connections"]
+                            "columns", "attributes_column", "connections", "statement_timeout_ms", "lock_timeout_ms"]
     static let httpKeys = ["listen"]
     static let logKeys = ["level", "format"]
 
@@ -125,6 +127,8 @@ struct RawConfig {
                     case "max_batch_delay_ms": raw.maxBatchDelayMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "max_batch_bytes": raw.maxBatchBytes = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "connections": raw.connections = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "statement_timeout_ms": raw.statementTimeoutMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "lock_timeout_ms": raw.lockTimeoutMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
                     case "columns":
                         raw.columnsKey = e.key
                         if e.node.isNullScalar { continue }
