@@ -177,6 +177,16 @@ struct RecordMetadataTests {
         #expect(watch.absurd.isEmpty, "lag_seconds out of [0, \(Self.bound)]: \(watch.absurd.prefix(5))")
     }
 
+    @Test("MetadataFuzzer (an ordinary build: the replay tool) runs its seed scripts and 3,000 pseudo-random ones without a failed check")
+    func metadataFuzzerSeeds() throws {
+        let tool = TestEnvironment.binDir + "/MetadataFuzzer"
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/metadata-corpus").path
+        let seeds = try TestEnvironment.run(tool, [corpus])
+        #expect(seeds.components(separatedBy: ": ok").count - 1 == (try FileManager.default.contentsOfDirectory(atPath: corpus)).count, "\(seeds)")
+        #expect(try TestEnvironment.run(tool, ["--random", "3000"]).contains("3000 random scripts: ok"))
+    }
+
     /// Waits until every region stores the high watermarks, reading `/lag` meanwhile; fails
     /// with the end of the daemon's log when it exits or the wait times out.
     func caughtUp(_ h: Harness, _ daemon: Daemon, _ watch: LagWatch, _ what: String,

@@ -21,9 +21,9 @@ public final class RegionPipeline: @unchecked Sendable {
     // @unchecked Sendable: all mutable state is confined to the pipeline thread except
     // `stopRequested` (an Atomic).
     public let settings: PipelineSettings
-    private let logger: Logger
+    let logger: Logger
     private var applier: RegionApplier
-    private let status: ReplicationStatus
+    let status: ReplicationStatus
     private let metrics: RegionMetrics
     private let stopRequested = Atomic<Bool>(false)
 
@@ -41,6 +41,8 @@ public final class RegionPipeline: @unchecked Sendable {
     private var totals = OutcomeCounts()
     private var lastKafkaWarning: ContinuousClock.Instant?
     private var lastResolveWarning: ContinuousClock.Instant?
+    /// Records with Kafka metadata the daemon cannot use as is, since the last warning about them.
+    var metadataWarnings = MetadataWarnings()
 
     /// Longest a healthy loop goes without a heartbeat (a query may take up to its 60 s timeout).
     static let heartbeatTimeout: Duration = .seconds(90)
@@ -243,6 +245,9 @@ public final class RegionPipeline: @unchecked Sendable {
             case .noRecords(let p, let from, let to):
                 logger.info("no records at these offsets (compaction or transaction markers)", metadata: [
                     "partition": "\(p)", "offsets": "\(from)..<\(to)"])
+            case .unusableOffset(let p, let offset):
+                metadataWarnings.unusableOffset(partition: p, offset: offset)
+                warnAboutMetadataIfDue()
             }
         }
         flushSeeks()
@@ -369,6 +374,7 @@ public final class RegionPipeline: @unchecked Sendable {
     private func committed(_ result: ApplyResult, chunk: [KafkaRecord], progress: [PartitionProgress],
                            started: ContinuousClock.Instant, _ consumer: KafkaConsumer) {
         let committedAt = Timestamp.now
+        noteTimestamps(chunk, committedAtMs: committedAt.microseconds / 1000)
         metrics.batchCommitted(result, duration: ContinuousClock.now - started, committedAtMs: committedAt.microseconds / 1000)
         status.committed(region: settings.region, pipeline: settings.loopName, progress: progress, at: committedAt.secondsSinceEpoch)
         totals = totals + result.counts
@@ -423,27 +429,6 @@ public final class RegionPipeline: @unchecked Sendable {
         } catch {
             return false
         }
-    }
-
-    /// The first record of each partition in `chunk` is that partition's oldest unapplied one:
-    /// its timestamp makes the region's lag_seconds exact at once, while the database is down
-    /// too, without waiting for the monitor to peek it.
-    private func reportOldest(_ chunk: [KafkaRecord]) {
-        var seen = Set<Int32>()
-        for r in chunk where seen.insert(r.partition).inserted {
-            guard let ms = r.timestampMs else { continue }
-            status.oldestUnapplied(region: settings.region, partition: r.partition, offset: r.offset, timestampMs: ms)
-        }
-    }
-
-    static func progress(of records: [KafkaRecord]) -> [PartitionProgress] {
-        var byPartition: [Int32: PartitionProgress] = [:]
-        for r in records {
-            let next = r.offset + 1
-            if let p = byPartition[r.partition], p.nextOffset >= next { continue }
-            byPartition[r.partition] = PartitionProgress(partition: r.partition, nextOffset: next, lastRecordMs: r.timestampMs)
-        }
-        return byPartition.values.sorted { $0.partition < $1.partition }
     }
 
     // MARK: - Rebalance (called inside poll, on the pipeline thread: no I/O, no waiting)

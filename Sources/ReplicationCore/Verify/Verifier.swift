@@ -153,7 +153,8 @@ public final class Verifier: @unchecked Sendable {
             }
             var lagging: [String: String] = [:]
             for (i, s) in stored.enumerated() {
-                let behind = high.reduce(Int64(0)) { $0 + max(0, $1.value - (s[$1.key] ?? 0)) }
+                // Broker watermarks and offsets stored in the databases: saturating, never trapping.
+                let behind = high.reduce(Int64(0)) { $0.saturatingAdding(max(0, $1.value.saturatingSubtracting(s[$1.key] ?? 0))) }
                 if behind > 0 { lagging[regions[i]] = "\(behind) events behind the topic as it was when verify started" }
             }
             if lagging.isEmpty || ContinuousClock.now >= deadline || cancelled() { return lagging }
@@ -264,18 +265,23 @@ public final class Verifier: @unchecked Sendable {
             var next: [KeyRange] = []
             var scanned: Int64 = 0
             for (k, (range, width)) in plan.enumerated() {
+                // A database's reply, read defensively: a segment number outside the range's
+                // segments, or a negative count, is no digest of this range (and differs from
+                // the other regions' digests, so the range is looked at more closely).
+                let segments = range.width / width + (range.width % width == 0 ? 0 : 1)
                 let digests: [[Int64: SegmentDigest]] = results.map { perRegion in
                     var d: [Int64: SegmentDigest] = [:]
                     for row in perRegion[k].rows {
-                        guard let s = row[0].flatMap({ Int64($0) }), let n = row[1].flatMap({ Int64($0) }) else { continue }
+                        guard let s = row[0].flatMap({ Int64($0) }), s >= 0, s < segments,
+                              let n = row[1].flatMap({ Int64($0) }), n >= 0 else { continue }
                         d[s] = SegmentDigest(count: n, xor: row[2].flatMap { Int64($0) } ?? 0)
                     }
                     return d
                 }
                 for (i, d) in digests.enumerated() {
-                    let n = d.values.reduce(0) { $0 + $1.count }
-                    scanned += n
-                    if level == 0 { pass.items[regions[i], default: 0] += n }
+                    let n = d.values.reduce(Int64(0)) { $0.saturatingAdding($1.count) }
+                    scanned = scanned.saturatingAdding(n)
+                    if level == 0 { pass.items[regions[i], default: 0] = (pass.items[regions[i]] ?? 0).saturatingAdding(n) }
                 }
                 pass.segmentsCompared += Set(digests.flatMap(\.keys)).count
                 let p = Bisection.plan(digests, fetchAtMost: options.fetchAtMost, splittable: { _ in width > 1 })

@@ -45,7 +45,11 @@ enum HostileMetadata {
     }
 
     /// Every hostile record once, spread over `partitions` partitions; `tag` makes the sessions unique.
-    static func records(tag: String, partitions: Int, nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) -> [Record] {
+    /// - Parameter large: the 64 KiB keys and the 256 KiB header at full size (else 4 KiB: the
+    ///   chaos suite's broker keeps only about 5 MB a partition).
+    static func records(tag: String, partitions: Int, large: Bool = true,
+                        nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) -> [Record] {
+        let big = large ? 65_536 : 4_096
         var out: [Record] = []
         func add(_ what: String, key: [UInt8]?, timestampMs: Int64? = nil, headers: [(name: String, value: [UInt8]?)] = []) {
             let session = "meta-\(tag)-\(out.count)"
@@ -57,17 +61,17 @@ enum HostileMetadata {
         for (what, ms) in timestamps(nowMs: nowMs) { add("timestamp \(what)", key: Array("meta-\(tag)".utf8), timestampMs: ms) }
         add("no key", key: nil)
         add("empty key", key: [])
-        add("64 KiB binary key", key: [UInt8](repeating: 0xFF, count: 65_536))
+        add("\(big / 1024) KiB binary key", key: [UInt8](repeating: 0xFF, count: big))
         add("key with NUL and invalid UTF-8", key: [0x00, 0xC3, 0x28, 0x00])
         add("1,000 headers, repeated names", key: Array("k".utf8),
             headers: (0..<1_000).map { (name: "h\($0 % 7)", value: Array("\($0)".utf8)) })
         add("a 256 KiB header, an empty name, a null and an empty value", key: Array("k".utf8),
-            headers: [(name: "big", value: [UInt8](repeating: 0xAB, count: 262_144)), (name: "", value: Array("x".utf8)),
+            headers: [(name: "big", value: [UInt8](repeating: 0xAB, count: 4 * big)), (name: "", value: Array("x".utf8)),
                       (name: "null", value: nil), (name: "empty", value: [])])
         add("headers and an Int64.max timestamp", key: nil, timestampMs: .max,
             headers: [(name: "traceparent", value: [UInt8](repeating: 0, count: 64))])
         out.append(Record(what: "not JSON under a 64 KiB binary key", partition: Int32(out.count % partitions),
-                          key: [UInt8](repeating: 0xFE, count: 65_536), value: Array("not json {".utf8),
+                          key: [UInt8](repeating: 0xFE, count: big), value: Array("not json {".utf8),
                           timestampMs: 1 << 62, session: nil, content: nil))
         return out
     }
