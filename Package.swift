@@ -110,6 +110,14 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // libFuzzer target over record metadata (offsets, timestamps, keys, watermarks) through
+        // the bookkeeping, the apply statements and the lag figures; built like DecoderFuzzer.
+        .executableTarget(
+            name: "MetadataFuzzer",
+            dependencies: ["ReplicationCore", "KafkaClient"],
+            swiftSettings: strict
+        ),
+
         // MARK: - Tests
         .testTarget(name: "KafkaClientTests", dependencies: ["KafkaClient", "ReplicationCore"], swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),

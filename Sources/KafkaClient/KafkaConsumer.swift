@@ -368,6 +368,9 @@ enum Metadata {
         guard md.pointee.topic_cnt > 0 else { throw KafkaError(code: .unknownTopic, message: "topic \(topic) does not exist") }
         let t = md.pointee.topics[0]
         if t.err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(t.err, context: "topic \(topic)") }
+        guard t.partition_cnt >= 0 else {
+            throw KafkaError(code: .unknownTopic, message: "topic \(topic): the broker reports \(t.partition_cnt) partitions")
+        }
         return Int(t.partition_cnt)
     }
 }

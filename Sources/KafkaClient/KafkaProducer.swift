@@ -26,13 +26,22 @@ public final class KafkaProducer: @unchecked Sendable {
         rd_kafka_destroy(handle)
     }
 
-    /// Enqueues one record. `partition` nil = partitioned by key. `timestampMs` nil = now.
+    /// Enqueues one record. `partition` nil = partitioned by key. `timestampMs` nil = now (so
+    /// does 0: librdkafka stamps a 0 with the current time; any other value, negative ones
+    /// included, is sent as given). `headers`: (name, value) pairs in order, names may repeat,
+    /// a nil value is a null header value.
     public func produce(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]?,
-                        timestampMs: Int64? = nil) throws(KafkaError) {
+                        timestampMs: Int64? = nil, headers: [(name: String, value: [UInt8]?)] = []) throws(KafkaError) {
         while true {
             let err: rd_kafka_resp_err_t = key.withOptionalBytes { kp, kl in
                 value.withOptionalBytes { vp, vl in
-                    rr_kafka_produce(handle, topic, partition ?? -1, kp, kl, vp, vl, timestampMs ?? 0)
+                    if headers.isEmpty {
+                        return rr_kafka_produce(handle, topic, partition ?? -1, kp, kl, vp, vl, timestampMs ?? 0)
+                    }
+                    return Self.withHeaderArrays(headers) { names, values, lengths in
+                        rr_kafka_produce_headers(handle, topic, partition ?? -1, kp, kl, vp, vl, timestampMs ?? 0,
+                                                 headers.count, names, values, lengths)
+                    }
                 }
             }
             if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
@@ -42,6 +51,32 @@ public final class KafkaProducer: @unchecked Sendable {
             if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "produce") }
             rd_kafka_poll(handle, 0)
             return
+        }
+    }
+
+    /// C arrays of the headers' names, values and value lengths, valid during `body`.
+    private static func withHeaderArrays<R>(_ headers: [(name: String, value: [UInt8]?)],
+                                            _ body: (UnsafePointer<UnsafePointer<CChar>?>, UnsafePointer<UnsafeRawPointer?>,
+                                                     UnsafePointer<Int>) -> R) -> R {
+        let names = headers.map { strdup($0.name) }
+        let values: [UnsafeMutableRawPointer?] = headers.map { h in
+            h.value.map { bytes in
+                let p = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes.count), alignment: 1)
+                bytes.withUnsafeBytes { if let base = $0.baseAddress { p.copyMemory(from: base, byteCount: bytes.count) } }
+                return p
+            }
+        }
+        defer {
+            for n in names { free(n) }
+            for v in values { v?.deallocate() }
+        }
+        let constNames: [UnsafePointer<CChar>?] = names.map { $0.map { UnsafePointer($0) } }
+        let constValues: [UnsafeRawPointer?] = values.map { $0.map { UnsafeRawPointer($0) } }
+        let lengths = headers.map { $0.value?.count ?? 0 }
+        return constNames.withUnsafeBufferPointer { n in
+            constValues.withUnsafeBufferPointer { v in
+                lengths.withUnsafeBufferPointer { l in body(n.baseAddress!, v.baseAddress!, l.baseAddress!) }
+            }
         }
     }
 

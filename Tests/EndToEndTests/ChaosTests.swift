@@ -26,6 +26,10 @@ struct ChaosTests {
         /// a manual reset): it must re-apply from there, exactly (the rows stay; the version
         /// guard makes re-applying them harmless).
         case offsetsRewind = "offsets_rewind"
+        /// A burst from a broken producer: record timestamps in nanoseconds, 2^62, Int64.max, 0,
+        /// negative, far past and future, hostile keys and headers (``HostileMetadata``); its
+        /// events must apply everywhere and its one non-JSON record become one dead letter.
+        case hostileMetadata = "hostile_metadata"
         // Pairs of faults at once.
         case readOnlyWhileInstanceLeaves = "read_only+instance_leave"
         case postgresStopWhileBrokerDown = "postgres_stop+broker_down"
@@ -134,6 +138,8 @@ struct ChaosTests {
             records.append(RateProducer.Record(key: e.key, value: Array(try JSONSerialization.data(withJSONObject: e.json))))
         }
         let rate = Double(records.count) / Double(settings.seconds)
+        var hostileRows: Set<String> = []  // session|content of every hostile-metadata event produced
+        let hostileDeadLetter = Array("not json {".utf8)
 
         var primary = try h.startDaemon()
         var secondary: Daemon? = nil
@@ -235,6 +241,12 @@ struct ChaosTests {
                 try readOnly(region, true)
                 hold()
                 try readOnly(region, false)
+            case .hostileMetadata:
+                let burst = HostileMetadata.records(tag: "chaos-\(counts[name, default: 0])", partitions: h.cluster.partitions, large: false)
+                try HostileMetadata.produce(burst, topic: h.cluster.topic, with: h.cluster.producer)
+                for r in burst { if let s = r.session, let c = r.content { hostileRows.insert("\(s)|\(c)") } }
+                poisonPayloads.insert(hostileDeadLetter)
+                hold()
             case .offsetsRewind:
                 let snapshot = try Self.offsetsSnapshot(h, region)
                 hold()
@@ -302,7 +314,11 @@ struct ChaosTests {
         var missing = 0, extra = 0, wrong = 0, deadLetterProblems: [String] = []
         for r in h.regions {
             func key(_ row: Workload.Row) -> String { row.messageID == "seed" ? "seed|" + row.content : row.messageID }
-            let actual = Dictionary(try h.rows(r).map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+            let rows = try h.rows(r)
+            let hostile = Set(rows.filter { $0.region == HostileMetadata.origin }.map { "\($0.sessionID)|\($0.content)" })
+            missing += hostileRows.subtracting(hostile).count
+            extra += hostile.subtracting(hostileRows).count
+            let actual = Dictionary(rows.filter { $0.region != HostileMetadata.origin }.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
             let expected = Dictionary(w.expectedRows(in: r).map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
             missing += Set(expected.keys).subtracting(actual.keys).count
             extra += Set(actual.keys).subtracting(expected.keys).count

@@ -37,6 +37,7 @@ struct BookkeepingWorld {
             case .queryLowWatermark(let p): perform(book.lowWatermark(partition: p, low[p]!))
             case .gone(let p, let from, let to): gone[p, default: []].append(from..<to)
             case .noRecords(let p, let from, let to): violations.append("no-records claimed for \(p) \(from)..<\(to) in a contiguous log")
+            case .unusableOffset(let p, let o): violations.append("offset \(o) of \(p) called unusable in a log of ordinary offsets")
             }
         }
     }

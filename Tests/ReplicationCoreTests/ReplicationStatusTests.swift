@@ -30,7 +30,7 @@ struct ReplicationStatusTests {
         s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 4_000,
                                                                lastRecordMs: Int64((now - 30) * 1000))],
                     at: now - 0.001)
-        s.oldestUnapplied(region: "eu", partition: 0, offset: 4_000, timestampMs: Int64((now - 29.5) * 1000))
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 4_000, timestampMs: Int64((now - 29.5) * 1000), at: now)
         #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 29.5) < 0.001)
     }
 
@@ -41,10 +41,48 @@ struct ReplicationStatusTests {
                                                                lastRecordMs: Int64((now - 1) * 1000))],
                     at: now - 0.5)
         s.storedOffsetsMoved(region: "eu", [0: 2_000])
-        s.oldestUnapplied(region: "eu", partition: 0, offset: 2_000, timestampMs: Int64((now - 300) * 1000))
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 2_000, timestampMs: Int64((now - 300) * 1000), at: now)
         let lag = s.snapshot(now: now).regions[0]
         #expect(lag.lagEvents == 8_000)
         #expect(abs(lag.lagSeconds - 300) < 0.001)
+    }
+
+    @Test("The oldest unapplied record stamped in the future (ns for ms, 2^62, Int64.max, a clock a year ahead): the lag counts from when it was read, never 0")
+    func futureStampedOldest() {
+        for ts: Int64 in [Int64(now * 1000) * 1_000_000, 1 << 62, .max, Int64((now + 31_536_000) * 1000)] {
+            let s = status()
+            s.oldestUnapplied(region: "eu", partition: 0, offset: 0, timestampMs: ts, at: now - 2)
+            #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 2) < 0.001, "timestamp \(ts)")
+            #expect(abs(s.snapshot(now: now + 5).regions[0].lagSeconds - 7) < 0.001, "timestamp \(ts)")
+            // Read again later (another batch attempt): the first reading stays.
+            s.oldestUnapplied(region: "eu", partition: 0, offset: 0, timestampMs: ts, at: now)
+            #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 2) < 0.001, "timestamp \(ts)")
+        }
+    }
+
+    @Test("A timestamp far in the past is bounded by the last sample that found the partition caught up; one in the future bounds nothing")
+    func pastStampBoundedAndFutureLastAppliedIgnored() {
+        let s = ReplicationStatus(topic: "t", regions: ["eu"])
+        s.committed(region: "eu", progress: [PartitionProgress(partition: 0, nextOffset: 100, lastRecordMs: .max)], at: now - 10)
+        s.watermarks(region: "eu", [0: 100], at: now - 3)  // caught up
+        s.watermarks(region: "eu", [0: 101], at: now - 1)  // one new record, not read yet
+        // Not the Int64.max timestamp of the last applied record (that would read 0): the sample.
+        #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 3) < 0.001)
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 100, timestampMs: 1, at: now - 0.5)
+        #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 3) < 0.001, "not 56 years: appended after the caught-up sample")
+    }
+
+    @Test("Watermarks and stored offsets at the ends of Int64 (a hostile broker or database): lag saturates, nothing traps")
+    func extremeOffsetsSaturate() {
+        let s = ReplicationStatus(topic: "t", regions: ["eu"])
+        s.storedOffsets(region: "eu", [0: -5, 1: .min], problem: nil)
+        s.watermarks(region: "eu", [0: .max, 1: .max, 2: .max], low: [0: .max, 1: .max], at: now)
+        let r = s.snapshot(now: now).regions[0]
+        #expect(r.lagEvents == .max && r.expiredEvents == .max)
+        #expect(r.partitions.map(\.lagEvents) == [.max, .max, .max])
+        #expect(r.lagSeconds.isFinite && r.lagSeconds >= 0)
+        let odd = s.snapshot(now: .nan).regions[0]
+        #expect(odd.lagEvents == .max)
     }
 
     @Test("Caught up: 0, whatever timestamps were seen")
@@ -105,7 +143,7 @@ struct ReplicationStatusTests {
         #expect(bound.lagEvents == 3)
         #expect(abs(bound.lagSeconds - 1) < 0.001, "lag_seconds \(bound.lagSeconds), not the 60 s of the last applied record")
         // The record itself (the pipeline holds it, or the monitor peeked it) is the figure.
-        s.oldestUnapplied(region: "eu", partition: 0, offset: 100, timestampMs: Int64((now - 0.7) * 1000))
+        s.oldestUnapplied(region: "eu", partition: 0, offset: 100, timestampMs: Int64((now - 0.7) * 1000), at: now)
         #expect(abs(s.snapshot(now: now).regions[0].lagSeconds - 0.7) < 0.001)
         // A region that stays down: the figure grows with the clock.
         #expect(abs(s.snapshot(now: now + 5).regions[0].lagSeconds - 5.7) < 0.001)

@@ -76,7 +76,7 @@ struct HTTPServiceTests {
         // Retention deleted offsets 0–6 of partition 0: 2 of them (5, 6) before `a` applied them.
         s.watermarks(region: a, [0: 10, 1: 3], low: [0: 7, 1: 0], at: now)
         s.watermarks(region: b, [0: 10, 1: 3], at: now)
-        s.oldestUnapplied(region: a, partition: 0, offset: 5, timestampMs: Int64((now - behindSeconds) * 1000))
+        s.oldestUnapplied(region: a, partition: 0, offset: 5, timestampMs: Int64((now - behindSeconds) * 1000), at: now)
         s.recordsGone(region: b, count: 7)
         return (s, a, b)
     }

@@ -53,9 +53,9 @@ struct SystemdNotifyPlannerTests {
     @Test("Lag figures alone are sent at most every 2 s; a region going down is sent at once")
     func statusRateLimit() {
         let status = makeStatus()
-        makeReady(status)
+        makeReady(status, now: 990)  // caught up at 990; the record at offset 10 is stamped 995
         status.watermarks(region: "eu-west-1", [0: 25], at: 1000)
-        status.oldestUnapplied(region: "eu-west-1", partition: 0, offset: 10, timestampMs: 995_000)
+        status.oldestUnapplied(region: "eu-west-1", partition: 0, offset: 10, timestampMs: 995_000, at: 1000)
         var p = planner()
         let first = p.step(status.snapshot(now: 1000), now: t0)
         #expect(first.first == .send("READY=1\nSTATUS=ready; us-east-1 up lag 0 events 0.0s; eu-west-1 up lag 15 events 5.0s"))

@@ -45,28 +45,46 @@ public final class RegionApplier: @unchecked Sendable {
     public func apply(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?] = [:],
                       consumerGroup: String?, topic: String, on db: PostgresConnection,
                       dryRun: Bool = false) throws(PostgresError) -> ApplyResult {
-        let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
-        let check = offsetCheckStatements(expectedOffsets, group: consumerGroup, topic: topic)
-        let lock = lockStatement(records, progress: progress, expectedOffsets: expectedOffsets)
+        let t = pipelineTransaction(records, progress: progress, expectedOffsets: expectedOffsets, group: consumerGroup, topic: topic,
+                                    dryRun: dryRun)
         do throws(PostgresError) {
-            var steps = [PostgresStatement("BEGIN"), lock] + check
-            let first = steps.count
-            let work = planStatements(plan)
-            steps += work.map(\.statement)
-            if let dl = deadLetterStatement(plan.deadLetters) { steps.append(dl) }
-            if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }
-            steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
-            let results = try db.pipelineTransaction(steps)
+            let results = try db.pipelineTransaction(t.steps)
             var result = ApplyResult()
-            for (i, w) in work.enumerated() { account(results[first + i], into: &result, total: w.total, timestamps: w.timestamps) }
-            result.counts = result.counts + plan.decided
+            for (i, w) in t.work.enumerated() { account(results[t.first + i], into: &result, total: w.total, timestamps: w.timestamps) }
+            result.counts = result.counts + t.plan.decided
             return result
         } catch let error where error.isDataError {
-            return try transaction(db, lock: lock, dryRun: dryRun) { () throws(PostgresError) in
-                if !check.isEmpty { _ = try db.pipeline(check) }
+            return try transaction(db, lock: t.lock, dryRun: dryRun) { () throws(PostgresError) in
+                if !t.check.isEmpty { _ = try db.pipeline(t.check) }
                 return try applyIsolated(records, rejectedBy: error, progress: progress, group: consumerGroup, topic: topic, on: db)
             }
         }
+    }
+
+    /// The statements ``apply(_:progress:expectedOffsets:consumerGroup:topic:on:dryRun:)`` sends
+    /// first, built without a database (the metadata fuzzer builds them from hostile records).
+    @_spi(Fuzzing) public func statements(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?],
+                                         consumerGroup: String?, topic: String) -> [PostgresStatement] {
+        pipelineTransaction(records, progress: progress, expectedOffsets: expectedOffsets, group: consumerGroup, topic: topic,
+                            dryRun: false).steps
+    }
+
+    /// One transaction as one pipeline: `BEGIN`, the locks, the offset check, the plan's
+    /// statements (from index `first`), the dead letters, the offsets, `COMMIT` or `ROLLBACK`.
+    private func pipelineTransaction(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?],
+                                     group: String?, topic: String, dryRun: Bool)
+        -> (steps: [PostgresStatement], plan: ApplyPlan, work: [Work], first: Int, lock: PostgresStatement, check: [PostgresStatement]) {
+        let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
+        let check = offsetCheckStatements(expectedOffsets, group: group, topic: topic)
+        let lock = lockStatement(records, progress: progress, expectedOffsets: expectedOffsets)
+        var steps = [PostgresStatement("BEGIN"), lock] + check
+        let first = steps.count
+        let work = planStatements(plan)
+        steps += work.map(\.statement)
+        if let dl = deadLetterStatement(plan.deadLetters) { steps.append(dl) }
+        if let off = progressStatement(progress, group: group, topic: topic) { steps.append(off) }
+        steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
+        return (steps, plan, work, first, lock, check)
     }
 
     // MARK: - Transactions
@@ -295,7 +313,8 @@ public final class RegionApplier: @unchecked Sendable {
         for p in progress {
             partitions.append(int4: p.partition)
             next.append(int8: p.nextOffset)
-            if let ms = p.lastRecordMs { last.append(timestamptzMicroseconds: ms * 1000) } else { last.appendNull() }
+            // A timestamp outside 0 … year 9999 (nanoseconds for milliseconds, garbage) is stored as unknown.
+            if let us = KafkaTimestamp.storedMicroseconds(p.lastRecordMs) { last.append(timestamptzMicroseconds: us) } else { last.appendNull() }
         }
         return PostgresStatement(sql.offsets, [.text(group), .text(topic), partitions.parameter, next.parameter, last.parameter])
     }

@@ -48,6 +48,13 @@ public struct DeadLetterRetrier {
         var counts = OutcomeCounts()
         for r in rows {
             guard let id = Int64(r[0] ?? ""), let topic = r[1], let partition = Int32(r[2] ?? "") else { continue }
+            // The probe's offset is -id: only a positive id (every id the table's sequence gives)
+            // has one that no real record holds. A row with another id was not written by the
+            // daemon; it is left as it is and counts as failed.
+            guard id > 0 else {
+                failed += 1
+                continue
+            }
             let key: [UInt8]? = r[6] == "t" ? nil : Hex.decode(r[4] ?? "")
             let value: [UInt8]? = r[7] == "t" ? nil : Hex.decode(r[5] ?? "")
             let probe = RecordRef(topic: topic, partition: partition, offset: -id, key: key, value: value, timestampMs: nil)

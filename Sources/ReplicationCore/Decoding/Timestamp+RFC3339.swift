@@ -21,8 +21,10 @@ extension Timestamp {
     ///     offset = "Z" | "z" | ( "+" | "-" ) HH [ [":"] MM ]
     ///
     /// - No offset means UTC.
-    /// - Fractional seconds: 1 to 9 digits. Up to 6 digits are kept exactly; digits 7 to 9 are
-    ///   **truncated** (not rounded) to the microsecond. More than 9 digits is rejected.
+    /// - Fractional seconds: 1 to 9 digits. Up to 6 digits are kept exactly; 7 to 9 digits are
+    ///   **rounded** to the microsecond exactly as PostgreSQL rounds the same text
+    ///   (``RFC3339/roundedMicroseconds(_:count:)``), so the row an application INSERTs with that
+    ///   text and the daemon's replica hold the same instant. More than 9 digits is rejected.
     /// - Ranges: year 0001–9999, month 1–12, day valid for the month (leap years included),
     ///   hour 0–23, minute 0–59, second 0–60; offset hours 0–23, minutes 0–59.
     /// - Leap second: `:60` is accepted only with a zero fraction and is **folded** into the
@@ -180,6 +182,28 @@ enum RFC3339 {
         appendPadded(&out, c.micro, width: 6)
     }
 
+    /// Powers of ten 10^0 … 10^9, exact as `Double`s.
+    static let powersOfTen: [Double] = [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9]
+
+    /// The microseconds (0 … 1,000,000) of a fraction of `count` digits (1 … 9) whose value as an
+    /// integer is `digits`, rounded exactly as PostgreSQL rounds the same text (`ParseFractionalSecond`
+    /// in `datetime.c`: `strtod` of the fraction, then `rint(frac * 1000000)`). Up to six digits
+    /// that is the exact value. With seven to nine, the binary double of the fraction decides:
+    /// `Double(digits) / 10^count` is the correctly rounded quotient (both operands are exact),
+    /// which is what glibc's `strtod` returns for the text; the product is rounded like C's, and
+    /// `rint` in the default rounding mode rounds half to even. So `.0000005` gives 0 and
+    /// `.0000015` gives 2, and a fraction whose double falls just below a half rounds down.
+    /// 1,000,000 (from `.9999995` up) carries into the next second, as in PostgreSQL.
+    static func roundedMicroseconds(_ digits: Int64, count: Int) -> Int64 {
+        if count <= 6 {
+            var micro = digits
+            for _ in count..<6 { micro *= 10 }
+            return micro
+        }
+        let fraction = Double(digits) / powersOfTen[count]
+        return Int64((fraction * 1_000_000).rounded(.toNearestOrEven))
+    }
+
     /// Microseconds since the epoch, or nil when `b` is not an accepted timestamp.
     static func parse(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
         let n = b.count
@@ -216,15 +240,16 @@ enum RFC3339 {
         if i < n, b[i] == UInt8(ascii: ".") {
             i += 1
             let start = i
+            var digits: Int64 = 0
             while i < n, b[i] &- 0x30 <= 9 {
                 let d = Int64(b[i] &- 0x30)
                 if d != 0 { fractionIsZero = false }
-                if i - start < 6 { micro = micro * 10 + d }
+                if i - start < 9 { digits = digits * 10 + d }
                 i += 1
             }
             let count = i - start
             guard count >= 1, count <= 9 else { return nil }
-            for _ in count..<max(count, 6) { micro *= 10 }
+            micro = roundedMicroseconds(digits, count: count)
         }
         if second == 60, !fractionIsZero { return nil }
 

@@ -212,8 +212,7 @@ public final class LagMonitor: Service, @unchecked Sendable {
                 guard let offset = remaining[r.partition], r.offset >= offset else { continue }
                 remaining[r.partition] = nil
                 // A record before `r` that retention deleted is gone: `r` is the oldest unapplied one.
-                status.oldestUnapplied(region: settings.region, partition: r.partition, offset: offset,
-                                       timestampMs: r.timestampMs ?? Int64(Date().timeIntervalSince1970 * 1000))
+                status.oldestUnapplied(region: settings.region, partition: r.partition, offset: offset, timestampMs: r.timestampMs)
             }
             try c.assign([])
         } catch {

@@ -60,8 +60,10 @@ public final class RegionMetrics: Sendable {
     /// Records one committed batch.
     func batchCommitted(_ result: ApplyResult, duration: Duration, committedAtMs: Int64) {
         for (o, n) in result.counts.counts where n > 0 { outcomes[o]?.increment(by: n) }
+        // A record stamped after the commit (a producer clock ahead, a wrong unit) has no known
+        // latency: it is not observed, rather than observed as 0.
         for ts in result.appliedTimestampsMs {
-            applyLatency.recordNanoseconds(max(0, committedAtMs - ts) * 1_000_000)
+            if let ns = KafkaTimestamp.latencyNanoseconds(ts, committedAtMs: committedAtMs) { applyLatency.recordNanoseconds(ns) }
         }
         batchDuration.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
         lastApply.record(Double(committedAtMs) / 1000)

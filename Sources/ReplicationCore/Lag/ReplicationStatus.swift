@@ -101,6 +101,13 @@ public final class ReplicationStatus: Sendable {
         var assigned: Set<Int32> = []
     }
 
+    /// The oldest unapplied record of a partition, as read.
+    struct Oldest {
+        var offset: Int64
+        var ms: Int64?
+        var seenMs: Int64
+    }
+
     struct Region {
         /// The region's pipelines by loop name; the region is connected when every expected
         /// one has connected once, and failing while any of them fails.
@@ -112,8 +119,9 @@ public final class ReplicationStatus: Sendable {
         var low: [Int32: Int64] = [:]
         var sampledAt: Double? = nil
         var kafkaProblem: String? = nil
-        /// Kafka timestamp (ms) of the record at `next[p]`, when known: (offset, ms).
-        var oldest: [Int32: (offset: Int64, ms: Int64)] = [:]
+        /// The record at `next[p]` once read: its offset, its Kafka timestamp (ms, as sent: any
+        /// value, nil when it has none) and when this process first read it (unix ms).
+        var oldest: [Int32: Oldest] = [:]
         /// Kafka timestamp (ms) of the last record this process saw applied, per partition.
         var lastAppliedMs: [Int32: Int64] = [:]
         /// When a watermark sample last found the partition caught up (unix ms): every record
@@ -224,7 +232,7 @@ public final class ReplicationStatus: Sendable {
             r.low = low
             r.sampledAt = unix
             r.kafkaProblem = nil
-            for (p, h) in high where h <= (r.next[p] ?? 0) { r.caughtUpMs[p] = Int64(unix * 1000) }
+            for (p, h) in high where h <= (r.next[p] ?? 0) { r.caughtUpMs[p] = Int64.milliseconds(fromUnixSeconds: unix) }
         }
     }
 
@@ -232,10 +240,18 @@ public final class ReplicationStatus: Sendable {
         update(region) { $0.kafkaProblem = problem }
     }
 
-    /// The Kafka timestamp of the record at `offset` in `partition` (the oldest unapplied one).
-    public func oldestUnapplied(region: String, partition: Int32, offset: Int64, timestampMs: Int64) {
+    /// The record at `offset` in `partition` (the oldest unapplied one) was read at `unix`, with
+    /// Kafka timestamp `timestampMs` (as sent, any value; nil: none). Reported again for the same
+    /// offset, the first reading time stays.
+    public func oldestUnapplied(region: String, partition: Int32, offset: Int64, timestampMs: Int64?, at unix: Double? = nil) {
+        let seen = Int64.milliseconds(fromUnixSeconds: unix ?? Date().timeIntervalSince1970)
         update(region) { r in
-            if (r.next[partition] ?? 0) <= offset { r.oldest[partition] = (offset, timestampMs) }
+            guard (r.next[partition] ?? 0) <= offset else { return }
+            if let o = r.oldest[partition], o.offset == offset {
+                r.oldest[partition] = Oldest(offset: offset, ms: timestampMs ?? o.ms, seenMs: min(o.seenMs, seen))
+            } else {
+                r.oldest[partition] = Oldest(offset: offset, ms: timestampMs, seenMs: seen)
+            }
         }
     }
 
@@ -260,10 +276,29 @@ public final class ReplicationStatus: Sendable {
         state.withLock { $0[region]?.next ?? [:] }
     }
 
+    /// The oldest unapplied records known for `region`: partition → (offset, Kafka timestamp,
+    /// first read at, unix ms). For the metadata fuzzer's checks.
+    @_spi(Fuzzing) public func oldestRead(region: String) -> [Int32: (offset: Int64, timestampMs: Int64?, seenMs: Int64)] {
+        state.withLock { ($0[region]?.oldest ?? [:]).mapValues { ($0.offset, $0.ms, $0.seenMs) } }
+    }
+
+    /// When the record at a lagging partition's next offset was produced, as far as this
+    /// process can tell (unix ms): its Kafka timestamp, unless that is in the future (unknown
+    /// then: the moment it was first read stands in), kept within what the process observed
+    /// itself — appended after the last sample that found the partition caught up, and no later
+    /// than the moment it was first read. So the lag it gives is never negative, never 0 while
+    /// the record waits, and a wrong timestamp moves it only within those bounds.
+    static func producedMs(_ o: Oldest, caughtUpMs: Int64?, nowMs: Int64) -> Int64 {
+        var t = KafkaTimestamp.past(o.ms, nowMs: nowMs) ?? o.seenMs
+        if let c = caughtUpMs { t = max(t, c) }
+        return min(t, o.seenMs)
+    }
+
     public func snapshot() -> ReplicationSnapshot { snapshot(now: Date().timeIntervalSince1970) }
 
     public func snapshot(now: Double) -> ReplicationSnapshot {
         let clock = ContinuousClock.now
+        let nowMs = Int64.milliseconds(fromUnixSeconds: now)
         return state.withLock { regions in
             var stalled: [String] = []
             var ready = kafkaReachable.load(ordering: .relaxed)
@@ -283,24 +318,28 @@ public final class ReplicationStatus: Sendable {
                 var expiredEvents: Int64 = 0
                 var oldestMs: Int64? = nil
                 for (p, h) in r.high.sorted(by: { $0.key < $1.key }) {
+                    // Watermarks come from the broker and next offsets from the region's database:
+                    // saturating, never trapping, whatever either says.
                     let n = r.next[p] ?? 0
-                    let lag = max(0, h - n)
-                    lagEvents += lag
+                    let lag = max(0, h.saturatingSubtracting(n))
+                    lagEvents = lagEvents.saturatingAdding(lag)
                     let low = r.low[p] ?? 0
-                    let expired = max(0, min(low, h) - n)
-                    expiredEvents += expired
+                    let expired = max(0, min(low, h).saturatingSubtracting(n))
+                    expiredEvents = expiredEvents.saturatingAdding(expired)
                     parts.append(PartitionLag(partition: p, nextOffset: n, highWatermark: h, lagEvents: lag,
                                               lowWatermark: low, expiredEvents: expired))
                     guard lag > 0 else { continue }
                     if let o = r.oldest[p], o.offset == n {
-                        oldestMs = min(oldestMs ?? o.ms, o.ms)
-                    } else if let ms = [r.lastAppliedMs[p], r.caughtUpMs[p]].compactMap({ $0 }).max() {
+                        let t = Self.producedMs(o, caughtUpMs: r.caughtUpMs[p], nowMs: nowMs)
+                        oldestMs = min(oldestMs ?? t, t)
+                    } else if let ms = [KafkaTimestamp.past(r.lastAppliedMs[p], nowMs: nowMs), r.caughtUpMs[p]].compactMap({ $0 }).max() {
                         // The record at `n` is not read yet (the pipeline reports the records it
                         // holds, the monitor peeks the others; a sample can come first). It is
                         // no older than the last record applied before it, nor than the last
                         // sample that found the partition caught up: the younger of the two is
                         // a bound, tight while records are dense, and at most one sample
-                        // interval above the truth after an idle spell.
+                        // interval above the truth after an idle spell. (A last applied record
+                        // stamped in the future bounds nothing.)
                         oldestMs = min(oldestMs ?? ms, ms)
                     }
                 }

@@ -42,6 +42,9 @@ public enum BookkeepingAction: Sendable, Hashable {
     /// Offsets `from..<to` hold no record the broker serves (compaction, transaction markers):
     /// a fetch from `from` starts at `to`. Nothing is lost.
     case noRecords(partition: Int32, from: Int64, to: Int64)
+    /// A record arrived with an offset no Kafka log holds (negative, or `Int64.max`, after which
+    /// no next offset exists): it was not accepted. Log it.
+    case unusableOffset(partition: Int32, offset: Int64)
 }
 
 /// One region pipeline's partition bookkeeping: which partitions it owns, where each must
@@ -140,7 +143,7 @@ public struct PartitionBookkeeping: Sendable {
         for (p, var part) in partitions where part.committed == .unresolved {
             let start: NextOffset = stored[p].map { .at($0) } ?? .beginning
             part.committed = start
-            part.accept = start
+            part.accept = Self.readStart(start)
             part.gap = nil
             partitions[p] = part
             resolved.append(p)
@@ -161,7 +164,7 @@ public struct PartitionBookkeeping: Sendable {
         for (p, var part) in partitions where part.committed != .unresolved {
             let start: NextOffset = stored[p].map { .at($0) } ?? .beginning
             part.committed = start
-            part.accept = start
+            part.accept = Self.readStart(start)
             part.gap = nil
             partitions[p] = part
             ready.append(p)
@@ -177,6 +180,11 @@ public struct PartitionBookkeeping: Sendable {
         for r in records {
             let p = r.partition
             guard !paused.contains(p), var part = partitions[p] else { continue }  // re-read after resume
+            // No log holds a negative offset, and after Int64.max there is no next one to store.
+            guard r.offset >= 0, r.offset < Int64.max else {
+                actions.append(.unusableOffset(partition: p, offset: r.offset))
+                continue
+            }
             switch part.accept {
             case .unresolved:
                 continue
@@ -276,13 +284,23 @@ public struct PartitionBookkeeping: Sendable {
         pending.removeAll()
         pendingBytes = 0
         for (p, var part) in partitions {
-            part.accept = part.committed
+            part.accept = Self.readStart(part.committed)
             part.gap = nil
             partitions[p] = part
         }
     }
 
     // MARK: - Helpers
+
+    /// Where reading continues for a stored next offset. A negative one — the daemon never
+    /// stores one; a manual edit or a hostile reply of the region's database — reads as "from the
+    /// partition's beginning" (librdkafka would take -1 for the log's end and skip records); the
+    /// version guard makes the re-applied events no-ops. It stays the expected stored offset of
+    /// the next batch, which then replaces it.
+    static func readStart(_ stored: NextOffset) -> NextOffset {
+        if case .at(let n) = stored, n < 0 { return .beginning }
+        return stored
+    }
 
     /// Seeks `parts` to their next offset to accept and resumes them.
     private mutating func resumeAt(_ parts: [Int32], forceSeek: Bool = false) -> [BookkeepingAction] {
@@ -310,7 +328,7 @@ public struct PartitionBookkeeping: Sendable {
             return true
         }
         if var part = partitions[p] {
-            part.accept = part.committed
+            part.accept = Self.readStart(part.committed)
             partitions[p] = part
         }
     }

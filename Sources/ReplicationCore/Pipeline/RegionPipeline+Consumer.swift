@@ -128,7 +128,7 @@ extension RegionPipeline {
                     perform(book.lowWatermarkUnavailable(partition: p), consumer)
                 }
             case .gone(let p, let from, let to):
-                let n = Int(to - from)
+                let n = Int(max(0, to.saturatingSubtracting(from)))
                 logger.warning("records deleted from the topic before they were applied (retention): skipped", metadata: [
                     "partition": "\(p)", "offsets": "\(from)..<\(to)", "records": "\(n)"])
                 metrics.gone(n)
@@ -137,6 +137,9 @@ extension RegionPipeline {
             case .noRecords(let p, let from, let to):
                 logger.info("no records at these offsets (compaction or transaction markers)", metadata: [
                     "partition": "\(p)", "offsets": "\(from)..<\(to)"])
+            case .unusableOffset(let p, let offset):
+                metadataWarnings.unusableOffset(partition: p, offset: offset)
+                warnAboutMetadataIfDue()
             }
         }
         flushSeeks()

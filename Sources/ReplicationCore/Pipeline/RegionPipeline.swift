@@ -41,6 +41,8 @@ public final class RegionPipeline: @unchecked Sendable {
     var totals = OutcomeCounts()
     var lastKafkaWarning: ContinuousClock.Instant?
     var lastResolveWarning: ContinuousClock.Instant?
+    /// Records with Kafka metadata the daemon cannot use as is, since the last warning about them.
+    var metadataWarnings = MetadataWarnings()
 
     public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger) {
         self.settings = settings
@@ -206,6 +208,7 @@ public final class RegionPipeline: @unchecked Sendable {
     /// A chunk committed: metrics, status, bookkeeping, and the offsets to Kafka.
     func committed(_ result: ApplyResult, _ chunk: Chunk, started: ContinuousClock.Instant, _ consumer: KafkaConsumer) {
         let committedAt = Timestamp.now
+        noteTimestamps(chunk.records, committedAtMs: committedAt.microseconds / 1000)
         metrics.batchCommitted(result, duration: ContinuousClock.now - started, committedAtMs: committedAt.microseconds / 1000)
         status.committed(region: settings.region, pipeline: settings.loopName, progress: chunk.progress, at: committedAt.secondsSinceEpoch)
         totals = totals + result.counts
@@ -216,27 +219,6 @@ public final class RegionPipeline: @unchecked Sendable {
         } catch {
             logger.debug("Kafka commit failed (the region's database holds the offsets)", metadata: ["error": "\(error)"])
         }
-    }
-
-    /// The first record of each partition in `chunk` is that partition's oldest unapplied one:
-    /// its timestamp makes the region's lag_seconds exact at once, while the database is down
-    /// too, without waiting for the monitor to peek it.
-    private func reportOldest(_ chunk: [KafkaRecord]) {
-        var seen = Set<Int32>()
-        for r in chunk where seen.insert(r.partition).inserted {
-            guard let ms = r.timestampMs else { continue }
-            status.oldestUnapplied(region: settings.region, partition: r.partition, offset: r.offset, timestampMs: ms)
-        }
-    }
-
-    static func progress(of records: [KafkaRecord]) -> [PartitionProgress] {
-        var byPartition: [Int32: PartitionProgress] = [:]
-        for r in records {
-            let next = r.offset + 1
-            if let p = byPartition[r.partition], p.nextOffset >= next { continue }
-            byPartition[r.partition] = PartitionProgress(partition: r.partition, nextOffset: next, lastRecordMs: r.timestampMs)
-        }
-        return byPartition.values.sorted { $0.partition < $1.partition }
     }
 
     private func logProgressIfDue() {

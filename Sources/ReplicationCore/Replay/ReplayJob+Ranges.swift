@@ -29,6 +29,11 @@ extension ReplayJob {
             } catch {
                 throw ReplayError(.kafkaUnavailable, "Kafka (\(topic)[\(p)]): \(error)")
             }
+            // librdkafka reads a negative offset as a position (-1 the end, -2 the beginning):
+            // watermarks outside 0 … high are no range to read.
+            guard marks.low >= 0, marks.high >= marks.low else {
+                throw ReplayError(.kafkaUnavailable, "Kafka (\(topic)[\(p)]): the broker reports watermarks \(marks.low)…\(marks.high)")
+            }
             var range = ReplayPartitionRange(partition: p, start: marks.low, end: marks.high)
             switch request.from {
             case .offset(let n):

@@ -106,7 +106,7 @@ public final class ReplayJob: Sendable {
                       progress: (ReplayProgress) -> Void, notice: (String) -> Void,
                       sink: ([KafkaRecord]) throws(ReplayError) -> OutcomeCounts?) throws(ReplayError) -> ReadOutcome {
         var out = ReadOutcome()
-        let total = ranges.reduce(0) { $0 + $1.count }
+        let total = ranges.reduce(Int64(0)) { $0.saturatingAdding($1.count) }
         var done: Int64 = 0
         let started = ContinuousClock.now
         var lastReport = started
@@ -163,7 +163,8 @@ public final class ReplayJob: Sendable {
                     idleSince = ContinuousClock.now
                     guard r.partition == range.partition, r.offset >= next else { continue }
                     if r.offset >= range.end { break partitionLoop }
-                    done += r.offset + 1 - next
+                    // next ≤ r.offset < range.end ≤ Int64.max: the + 1 fits; the sum saturates.
+                    done = done.saturatingAdding((r.offset + 1).saturatingSubtracting(next))
                     next = r.offset + 1
                     if let ts = r.timestampMs {
                         if let lo = range.skipBeforeMs, ts < lo { out.skipped += 1; continue }
@@ -176,7 +177,7 @@ public final class ReplayJob: Sendable {
             }
             if out.interrupted { break }
             if !(try flush()) { out.interrupted = true; break }
-            done += max(0, range.end - next)  // a gap at the end of the log
+            done = done.saturatingAdding(max(0, range.end.saturatingSubtracting(next)))  // a gap at the end of the log
         }
         report(force: true)
         return out

@@ -67,7 +67,7 @@ public struct ReplayPartitionRange: Sendable, Hashable {
     /// Records with a timestamp at or above this (ms) are skipped: the `--to-time` fallback.
     public var skipFromMs: Int64?
 
-    public var count: Int64 { max(0, end - start) }
+    public var count: Int64 { max(0, end.saturatingSubtracting(start)) }
 }
 
 /// A progress report (on the replay thread: keep the callback short).

@@ -133,7 +133,9 @@ public final class AntiEntropy: Service, @unchecked Sendable {
         options.firstFanout = 256
         let limit = Double(max(1, settings.maxItemsPerSecond))
         options.pace = { [weak self] items in
-            let until = ContinuousClock.now.advanced(by: .milliseconds(Int64(Double(items) / limit * 1000)))
+            // `items` sums counts the regions' databases reported: at most a day's pause, whatever they say.
+            let ms = min(Double(max(0, items)) / limit * 1000, 86_400_000)
+            let until = ContinuousClock.now.advanced(by: .milliseconds(Int64(ms)))
             _ = self?.sleep(until: until)
         }
         let verifier = Verifier(targets: targets, options: options, applicationName: "region-replicator anti-entropy")

@@ -328,8 +328,9 @@ public struct RegionDivergenceSummary: Sendable, Hashable {
                 }
             }
             if let f = from, let t = to {
-                s.replayFrom = f - replayMargin
-                s.replayTo = t + replayMargin
+                // Instants read from the regions' databases: saturating, whatever they say.
+                s.replayFrom = f.saturatingSubtracting(replayMargin)
+                s.replayTo = t.saturatingAdding(replayMargin)
             }
             return s
         }

@@ -104,16 +104,23 @@ extension Verifier {
             var next: [KeyRange] = []
             var scanned: Int64 = 0
             for (k, (range, width)) in plan.enumerated() {
-                // Per region: segment → digest.
+                // Per region: segment → digest. A database's reply, read defensively: a segment
+                // number outside the range's segments, or a negative count, is no digest of this
+                // range (and differs from the other regions' digests, so the range is looked at
+                // more closely).
+                let segments = range.width / width + (range.width % width == 0 ? 0 : 1)
                 let digests: [[Int64: SegmentDigest]] = results.map { perRegion in
                     var d: [Int64: SegmentDigest] = [:]
-                    for row in perRegion[k].namedRows.compactMap(SegmentDigestRow.init) { d[row.segment] = row.digest }
+                    for row in perRegion[k].namedRows.compactMap(SegmentDigestRow.init)
+                    where row.segment >= 0 && row.segment < segments && row.digest.count >= 0 {
+                        d[row.segment] = row.digest
+                    }
                     return d
                 }
                 for (i, d) in digests.enumerated() {
-                    let n = d.values.reduce(0) { $0 + $1.count }
-                    scanned += n
-                    if level == 0 { pass.items[regions[i], default: 0] += n }
+                    let n = d.values.reduce(Int64(0)) { $0.saturatingAdding($1.count) }
+                    scanned = scanned.saturatingAdding(n)
+                    if level == 0 { pass.items[regions[i]] = (pass.items[regions[i]] ?? 0).saturatingAdding(n) }
                 }
                 pass.segmentsCompared += Set(digests.flatMap(\.keys)).count
                 let p = Bisection.plan(digests, fetchAtMost: options.fetchAtMost, splittable: { _ in width > 1 })

@@ -92,7 +92,8 @@ public final class Verifier: @unchecked Sendable {
             }
             var lagging: [String: String] = [:]
             for (i, s) in stored.enumerated() {
-                let behind = high.reduce(Int64(0)) { $0 + max(0, $1.value - (s[$1.key] ?? 0)) }
+                // Broker watermarks and offsets stored in the databases: saturating, never trapping.
+                let behind = high.reduce(Int64(0)) { $0.saturatingAdding(max(0, $1.value.saturatingSubtracting(s[$1.key] ?? 0))) }
                 if behind > 0 { lagging[regions[i]] = "\(behind) events behind the topic as it was when verify started" }
             }
             if lagging.isEmpty || ContinuousClock.now >= deadline || cancelled() { return lagging }

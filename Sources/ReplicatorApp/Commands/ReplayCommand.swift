@@ -171,7 +171,7 @@ final class ProgressDisplay: @unchecked Sendable {
             guard now - lastLine >= .seconds(5) else { return }
             lastLine = now
             write("replay \(region): \(p.phase) \(p.done)/\(p.total) records (\(Self.percent(p))), "
-                + "\(Int(p.rate)) records/s, ETA \(Self.eta(p))\n")
+                + "\(Self.whole(p.rate)) records/s, ETA \(Self.eta(p))\n")
         }
     }
 
@@ -196,12 +196,12 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 
     static func percent(_ p: ReplayProgress) -> String {
-        p.total == 0 ? "100%" : "\(Int(Double(p.done) * 100 / Double(p.total)))%"
+        p.total == 0 ? "100%" : "\(whole(Double(p.done) * 100 / Double(p.total)))%"
     }
 
     static func eta(_ p: ReplayProgress) -> String {
         guard p.rate > 0, p.total > p.done else { return p.total <= p.done ? "0s" : "--" }
-        let s = Int(Double(p.total - p.done) / p.rate)
+        let s = whole(Double(p.total - p.done) / p.rate)
         return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
     }
 
@@ -210,7 +210,14 @@ final class ProgressDisplay: @unchecked Sendable {
         let fraction = p.total == 0 ? 1 : min(1, Double(p.done) / Double(p.total))
         let filled = Int(fraction * Double(width))
         return "\(p.phase) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            + "] \(p.done)/\(p.total) \(percent(p)) \(Int(p.rate))/s ETA \(eta(p))"
+            + "] \(p.done)/\(p.total) \(percent(p)) \(whole(p.rate))/s ETA \(eta(p))"
+    }
+
+    /// `x` rounded down to a whole number for display, within ±10^15 (the figures derive from
+    /// the broker's watermarks: a conversion must not trap, whatever they say); NaN gives 0.
+    static func whole(_ x: Double) -> Int {
+        guard !x.isNaN else { return 0 }
+        return Int(min(max(x, -1e15), 1e15).rounded(.towardZero))
     }
 }
 
