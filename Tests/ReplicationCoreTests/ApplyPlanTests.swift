@@ -88,6 +88,47 @@ struct ApplyPlanTests {
         #expect(plan.deadLetters.first?.error.contains("invalid_json") == true)
         #expect(plan.decided[.deadLettered] == 1)
     }
+
+    // MARK: - Versions that disagree on the session or the creation time
+
+    func upsert(_ v: Int64, session: String, createdAt: Timestamp? = nil) -> Result<Event, DecodeError> {
+        .success(.messageUpserted(MessageUpsert(messageID: id, sessionID: session, role: .user, content: "v\(v) in \(session)",
+                                                originRegion: "us-east-1", createdAt: createdAt ?? t0, version: v)))
+    }
+
+    func erase(_ session: String) -> Result<Event, DecodeError> {
+        .success(.sessionDeleted(SessionDeletion(sessionID: session, originRegion: "us-east-1", occurredAt: Timestamp(microseconds: t0.microseconds + 1))))
+    }
+
+    @Test("Versions of a message with another session or creation time are not collapsed: each identity goes to a later round, in arrival order")
+    func identitiesAreNotCollapsed() {
+        let later = Timestamp(microseconds: t0.microseconds + 5)
+        let plan = ApplyPlan(records: [record(upsert(1, session: "s1"), ts: 1), record(upsert(2, session: "s2"), ts: 2),
+                                       record(upsert(3, session: "s1"), ts: 3), record(upsert(4, session: "s2"), ts: 4),
+                                       record(upsert(5, session: "s1", createdAt: later), ts: 5)],
+                             region: "eu-west-1", applyToOrigin: false)
+        // s1 at t0 (first seen) keeps version 3; s2 comes next, at version 4; s1 created later is a third identity.
+        #expect(plan.upserts.map(\.version) == [3])
+        #expect(plan.upsertTimestamps == [3])
+        #expect(plan.tieRounds.map { $0.map(\.upsert.version) } == [[4], [5]])
+        #expect(plan.tieRounds.map { $0.map(\.timestampMs) } == [[4], [5]])
+        #expect(plan.decided[.stale] == 2)
+        #expect(plan.pendingCount == 3)
+    }
+
+    @Test("The review's example in one batch, both arrival orders: no version is dropped before the database compares it with the stored row")
+    func sessionChangeInOneBatchBothOrders() {
+        let first = ApplyPlan(records: [record(upsert(1, session: "s1")), record(upsert(2, session: "s2")), record(erase("s2"))],
+                              region: "eu-west-1", applyToOrigin: false)
+        #expect(first.upserts.map(\.sessionID) == ["s1"])
+        #expect(first.tieRounds.map { $0.map(\.upsert.sessionID) } == [["s2"]])
+        #expect(first.sessionTombstones.map(\.sessionID) == ["s2"])
+        let second = ApplyPlan(records: [record(upsert(2, session: "s2")), record(erase("s2")), record(upsert(1, session: "s1"))],
+                               region: "eu-west-1", applyToOrigin: false)
+        #expect(second.upserts.map(\.sessionID) == ["s2"])
+        #expect(second.tieRounds.map { $0.map(\.upsert.sessionID) } == [["s1"]])
+        #expect(second.decided.total == 0, "nothing decided without the database")
+    }
 }
 
 @Suite("TableName validation")

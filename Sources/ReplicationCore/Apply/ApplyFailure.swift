@@ -26,6 +26,10 @@ public enum ApplyFailure: String, Sendable, CaseIterable, Hashable {
 
     /// The SQLSTATE raised inside a batch's transaction when its partitions' stored offsets moved.
     public static let offsetsMovedCode = "RRM01"
+    /// The SQLSTATE raised inside a batch's transaction when an upsert would change a stored
+    /// message's `session_id` or `created_at` (class 23: the record becomes a dead letter,
+    /// reason `identity_changed`).
+    public static let identityChangedCode = "23R01"
 
     /// Classifies a SQLSTATE (five characters).
     public static func classify(_ sqlstate: String) -> ApplyFailure {

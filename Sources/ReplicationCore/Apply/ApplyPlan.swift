@@ -11,10 +11,17 @@ import Foundation
 /// the database decides them by ``ContentHash`` (the greater hash wins). The first goes into
 /// ``upserts``, each further one into a later round of ``tieRounds``, applied by a statement of
 /// its own in the same transaction.
+///
+/// Versions of one message with another `session_id` or `created_at` (its *identity*) are not
+/// collapsed either: each identity, in the order the batch first shows it, is collapsed on its
+/// own and goes to a later round. The database then meets them in arrival order and refuses a
+/// version that would replace a stored one of another identity (docs/events.md), exactly as if
+/// they had come in batches of their own.
 public struct ApplyPlan: Sendable {
     public var upserts: [MessageUpsert] = []
-    /// Further versions of messages already in ``upserts`` with the same `version` and different
-    /// content or attributes: round `r` holds at most one per message, with its Kafka timestamp.
+    /// Further versions of messages already in ``upserts`` — with the same `version` and different
+    /// content or attributes, or with another identity — in the order the database must meet
+    /// them: round `r` holds at most one per message, with its Kafka timestamp.
     public var tieRounds: [[(upsert: MessageUpsert, timestampMs: Int64?)]] = []
     public var messageTombstones: [MessageDeletion] = []
     public var sessionTombstones: [SessionDeletion] = []
@@ -29,8 +36,9 @@ public struct ApplyPlan: Sendable {
 
     /// Builds the plan for `region`.
     public init(records: some Sequence<DecodedRecord>, region: String, applyToOrigin: Bool) {
-        var upsertIndex: [UUID: Int] = [:]
-        var ties: [Int: [(upsert: MessageUpsert, timestampMs: Int64?)]] = [:]
+        // One slot per message identity: the kept version, its timestamp, its equal-version ties.
+        var slots: [Slot] = []
+        var slotsOf: [UUID: [Int]] = [:]  // a message's slots, in the order they appeared
         var tombIndex: [UUID: Int] = [:]
         var sessionIndex: [String: Int] = [:]
         for r in records {
@@ -41,24 +49,21 @@ public struct ApplyPlan: Sendable {
             case .success(.messageUpserted(let u)):
                 if u.originRegion == region && !applyToOrigin {
                     decided[.skippedOrigin] += 1
-                } else if let i = upsertIndex[u.messageID] {
-                    let kept = upserts[i]
+                } else if let i = slotsOf[u.messageID]?.first(where: { slots[$0].kept.sameIdentity(u) }) {
+                    let kept = slots[i].kept
                     if u.version > kept.version {
-                        upserts[i] = u
-                        upsertTimestamps[i] = r.record.timestampMs
-                        decided[.stale] += 1 + (ties[i]?.count ?? 0)
-                        ties[i] = nil
+                        decided[.stale] += 1 + slots[i].ties.count
+                        slots[i] = Slot(kept: u, timestampMs: r.record.timestampMs)
                     } else if u.version < kept.version {
                         decided[.stale] += 1
-                    } else if kept.sameVersionContent(u) || ties[i, default: []].contains(where: { $0.upsert.sameVersionContent(u) }) {
+                    } else if kept.sameVersionContent(u) || slots[i].ties.contains(where: { $0.upsert.sameVersionContent(u) }) {
                         decided[.duplicate] += 1
                     } else {
-                        ties[i, default: []].append((u, r.record.timestampMs))
+                        slots[i].ties.append((u, r.record.timestampMs))
                     }
                 } else {
-                    upsertIndex[u.messageID] = upserts.count
-                    upserts.append(u)
-                    upsertTimestamps.append(r.record.timestampMs)
+                    slotsOf[u.messageID, default: []].append(slots.count)
+                    slots.append(Slot(kept: u, timestampMs: r.record.timestampMs))
                 }
             case .success(.messageDeleted(let d)):
                 if let i = tombIndex[d.messageID] {
@@ -92,12 +97,25 @@ public struct ApplyPlan: Sendable {
                 }
             }
         }
-        for i in ties.keys.sorted() {
-            for (round, tie) in ties[i]!.enumerated() {
+        // Each message's versions in the order the database must meet them: per identity (in
+        // the order of appearance) the kept version, then its ties. Round 0 is `upserts`.
+        for (i, slot) in slots.enumerated() {
+            guard let all = slotsOf[slot.kept.messageID], all.first == i else { continue }
+            let sequence = all.flatMap { j in [(upsert: slots[j].kept, timestampMs: slots[j].timestampMs)] + slots[j].ties }
+            upserts.append(sequence[0].upsert)
+            upsertTimestamps.append(sequence[0].timestampMs)
+            for (round, item) in sequence.dropFirst().enumerated() {
                 if tieRounds.count <= round { tieRounds.append([]) }
-                tieRounds[round].append(tie)
+                tieRounds[round].append(item)
             }
         }
+    }
+
+    /// One identity of one message: the version kept so far and its equal-version ties.
+    private struct Slot {
+        var kept: MessageUpsert
+        var timestampMs: Int64?
+        var ties: [(upsert: MessageUpsert, timestampMs: Int64?)] = []
     }
 
     /// The number of events the database must classify.
@@ -110,5 +128,10 @@ extension MessageUpsert {
     /// Same content and attributes (as received): a re-delivery of the same version.
     func sameVersionContent(_ other: MessageUpsert) -> Bool {
         content == other.content && attributes == other.attributes
-}
+    }
+
+    /// Same session and creation time: versions of one message as the apply rules require.
+    func sameIdentity(_ other: MessageUpsert) -> Bool {
+        sessionID == other.sessionID && createdAt == other.createdAt
+    }
 }

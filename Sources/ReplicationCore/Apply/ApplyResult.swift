@@ -19,11 +19,15 @@ public struct ApplyResult: Sendable {
     public var counts = OutcomeCounts()
     /// Kafka timestamps (ms) of the records whose events the database applied.
     public var appliedTimestampsMs: [Int64] = []
+    /// Upserts refused because they would change a stored message's session or creation time
+    /// (each also counted as `dead_lettered`).
+    public var identityChanges = 0
 
     public init() {}
 
     mutating func merge(_ other: ApplyResult) {
         counts = counts + other.counts
         appliedTimestampsMs += other.appliedTimestampsMs
+        identityChanges += other.identityChanges
     }
 }

@@ -2,14 +2,30 @@ import Foundation
 
 /// The SQL text, built once per table name.
 struct Statements {
+    /// The table's name as the server resolves it at the time (`schema.name`), whatever the
+    /// configured spelling (`messages` or `public.messages`); the configured text when the
+    /// table does not exist. Every lock key derives from it.
+    let resolvedName: String
     /// The table's advisory lock key (int4), shared by every writer of the table.
     let tableKey: String
-    /// Taken by writers that are not tied to partitions (`verify --repair`): excludes every
+    /// The table's key, shared: the first lock of every applier (``ApplyLocks``).
+    let sharedLock: String
+    /// Taken by writers that are tied to no session (`verify --repair`): excludes every
     /// applier of the table.
     let exclusiveLock: String
+    /// The keys of ``ApplyLocks`` in the given order: `$1` spaces (`int4[]`), `$2` numbers
+    /// (`int4[]`), `$3` 1 for exclusive, 0 for shared (`int4[]`). A space's key is `hashtext` of its name and the
+    /// resolved table name; each lock is `(space key, number)`.
+    let rowLocks: String
     let sessionTombstones: String
     let messageTombstones: String
+    /// Upserts every row of its arrays; an upsert that would replace a stored version of its
+    /// message with another session id or creation time changes nothing and is named in the
+    /// transaction's setting `region_replicator.identity_changed` (docs/events.md, apply rules).
     let upserts: String
+    /// Fails the transaction with SQLSTATE ``ApplyFailure/identityChangedCode`` when the upsert
+    /// statement before it refused a version.
+    let identityCheck: String
     let deadLetters: String
     let offsets: String
     let offsetCheck: String
@@ -17,9 +33,28 @@ struct Statements {
     init(table: TableName, tables b: BookkeepingTables, columns c: MessageColumns) {
         let t = table.quoted
         let q = MessageColumns.quote
+        func utc(_ timestamp: String) -> String { "to_char(\(timestamp) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" }
         let id = q(c.messageID), session = q(c.sessionID), created = q(c.createdAt), version = q(c.version)
-        tableKey = "hashtext('region-replicator apply ' || $$\(table.description)$$)"
+        resolvedName = """
+            coalesce((SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = pg_catalog.to_regclass($$\(t)$$)), $$\(table.description)$$)
+            """
+        tableKey = "hashtext('region-replicator apply ' || \(resolvedName))"
+        sharedLock = "SELECT pg_advisory_xact_lock_shared(\(tableKey)::bigint)"
         exclusiveLock = "SELECT pg_advisory_xact_lock(\(tableKey)::bigint)"
+        // The volatile lock calls are evaluated after the ORDER BY (PostgreSQL evaluates a
+        // target list holding volatile functions after the sort), so in the keys' given order.
+        rowLocks = """
+            SELECT count(*) FROM (
+                SELECT CASE WHEN k.x = 1 THEN pg_advisory_xact_lock(CASE k.s WHEN 0 THEN r.offsets ELSE r.rows END, k.n)
+                            ELSE pg_advisory_xact_lock_shared(CASE k.s WHEN 0 THEN r.offsets ELSE r.rows END, k.n) END
+                FROM unnest($1::int4[], $2::int4[], $3::int4[]) WITH ORDINALITY AS k(s, n, x, i),
+                     (SELECT hashtext('region-replicator offsets ' || name) AS offsets,
+                             hashtext('region-replicator rows ' || name) AS rows
+                      FROM (SELECT \(resolvedName) AS name) t) r
+                ORDER BY k.i) locks
+            """
         // Each statement answers (applied, same-version duplicates, ordinalities of the applied
         // rows). When every row applied, the duplicate count is 0 and the ordinalities are all
         // rows: the two counting subqueries (InitPlans, evaluated only when referenced) are then
@@ -100,7 +135,8 @@ struct Statements {
                                       WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
                     ON CONFLICT (\(id)) DO UPDATE
                     SET \(updates.joined(separator: ", "))
-                    WHERE m.\(version) < excluded.\(version) OR (m.\(version) = excluded.\(version) AND \(excluded) > \(stored))
+                    WHERE (m.\(version) < excluded.\(version) OR (m.\(version) = excluded.\(version) AND \(excluded) > \(stored)))
+                      AND m.\(session) = excluded.\(session) AND m.\(created) = excluded.\(created)
                     RETURNING m.\(id) AS message_id),
             n AS MATERIALIZED (SELECT (SELECT count(*) FROM ins) AS applied, (SELECT count(*) FROM u) AS total)
             SELECT n.applied,
@@ -108,8 +144,35 @@ struct Statements {
                        (SELECT count(*) FROM u JOIN \(t) e ON e.\(id) = u.message_id AND e.\(version) = u.version
                                                          AND \(existing) = \(incoming)) ELSE 0 END AS same_version,
                    CASE WHEN n.applied < n.total THEN (SELECT string_agg(u.i::text, ',') FROM ins JOIN u USING (message_id)) END
-                       AS applied_ordinals
+                       AS applied_ordinals,
+                   set_config('region_replicator.identity_changed', coalesce(CASE WHEN n.applied < n.total THEN
+                       (SELECT format('identity_changed: message %s version %s has session_id %s and created_at %s, '
+                                      || 'but the stored version %s has session_id %s and created_at %s: '
+                                      || 'a message''s session_id and created_at never change',
+                                      u.message_id, u.version, to_json(u.session_id), \(utc("u.created_at")),
+                                      e.\(version), to_json(e.\(session)), \(utc("e.\(created)")))
+                        FROM u JOIN \(t) e ON e.\(id) = u.message_id
+                        WHERE (e.\(session) IS DISTINCT FROM u.session_id OR e.\(created) IS DISTINCT FROM u.created_at)
+                          AND (e.\(version) < u.version OR (e.\(version) = u.version AND \(existing) < \(incoming)))
+                          AND NOT EXISTS (SELECT 1 FROM \(b.messageTombstones) mt
+                                          WHERE mt.message_id = u.message_id AND mt.version >= u.version)
+                          AND NOT EXISTS (SELECT 1 FROM \(b.sessionTombstones) st
+                                          WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
+                        ORDER BY u.i LIMIT 1) END, ''), true) AS identity_changed
             FROM n
+            """
+        // Raises the upserts' refusal (set by the statement before it) as an error of its own
+        // class-23 SQLSTATE: the batch rolls back and is bisected, so the refused record alone
+        // becomes a dead letter (`RegionApplier.isolate`).
+        identityCheck = """
+            DO $identity$
+            BEGIN
+                IF coalesce(current_setting('region_replicator.identity_changed', true), '') <> '' THEN
+                    RAISE EXCEPTION USING MESSAGE = current_setting('region_replicator.identity_changed'),
+                                          ERRCODE = '\(ApplyFailure.identityChangedCode)';
+                END IF;
+            END
+            $identity$
             """
         deadLetters = """
             INSERT INTO \(b.deadLetters) (topic, partition, "offset", record_key, payload, error, first_seen)
@@ -145,16 +208,5 @@ struct Statements {
             END
             $check$
             """
-    }
-
-    /// The locks of a writer that applies records of `partitions` (records of one session
-    /// only ever arrive through one partition): the table's key shared, then one exclusive
-    /// lock per partition, `(table key, partition)`, in ascending partition order — two
-    /// writers never wait on each other in a cycle. The partitions are integers from Kafka,
-    /// written into the text so that the order is the target list's, which PostgreSQL
-    /// evaluates left to right (a set-returning formulation would leave the order to the plan).
-    func applyLock(partitions: some Sequence<Int32>) -> String {
-        let locks = Set(partitions).sorted().map { ", pg_advisory_xact_lock(k, \($0))" }.joined()
-        return "SELECT pg_advisory_xact_lock_shared(k::bigint)\(locks) FROM (SELECT \(tableKey) AS k) key"
     }
 }

@@ -50,7 +50,7 @@ public final class RegionApplier: @unchecked Sendable {
         do throws(PostgresError) {
             let results = try db.pipelineTransaction(t.steps)
             var result = ApplyResult()
-            for (i, w) in t.work.enumerated() { account(results[t.first + i], into: &result, total: w.total, timestamps: w.timestamps) }
+            for (i, w) in t.work.enumerated() { account(results[t.at[i]], into: &result, total: w.total, timestamps: w.timestamps) }
             result.counts = result.counts + t.plan.decided
             return result
         } catch let error where error.isDataError {
@@ -70,30 +70,30 @@ public final class RegionApplier: @unchecked Sendable {
     }
 
     /// One transaction as one pipeline: `BEGIN`, the locks, the offset check, the plan's
-    /// statements (from index `first`), the dead letters, the offsets, `COMMIT` or `ROLLBACK`.
+    /// statements (each one's own result at `at`), the dead letters, the offsets, `COMMIT` or
+    /// `ROLLBACK`.
     private func pipelineTransaction(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?],
                                      group: String?, topic: String, dryRun: Bool)
-        -> (steps: [PostgresStatement], plan: ApplyPlan, work: [Work], first: Int, lock: PostgresStatement, check: [PostgresStatement]) {
+        -> (steps: [PostgresStatement], plan: ApplyPlan, work: [Work], at: [Int], lock: [PostgresStatement], check: [PostgresStatement]) {
         let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
         let check = offsetCheckStatements(expectedOffsets, group: group, topic: topic)
-        let lock = lockStatement(records, progress: progress, expectedOffsets: expectedOffsets)
-        var steps = [PostgresStatement("BEGIN"), lock] + check
-        let first = steps.count
+        let lock = lockStatements(ApplyLocks(plan: plan, partitions: progress.map(\.partition) + expectedOffsets.keys))
+        var steps = [PostgresStatement("BEGIN")] + lock + check
         let work = planStatements(plan)
-        steps += work.map(\.statement)
+        let at = Work.append(work, to: &steps)
         if let dl = deadLetterStatement(plan.deadLetters) { steps.append(dl) }
         if let off = progressStatement(progress, group: group, topic: topic) { steps.append(off) }
         steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
-        return (steps, plan, work, first, lock, check)
+        return (steps, plan, work, at, lock, check)
     }
 
     // MARK: - Transactions
 
-    private func transaction(_ db: PostgresConnection, lock: PostgresStatement, dryRun: Bool,
+    private func transaction(_ db: PostgresConnection, lock: [PostgresStatement], dryRun: Bool,
                              _ body: () throws(PostgresError) -> ApplyResult) throws(PostgresError) -> ApplyResult {
         try db.execute("BEGIN")
         do {
-            try db.query(lock.sql, parameters: lock.parameters)
+            _ = try db.pipeline(lock)
             let result = try body()
             try db.execute(dryRun ? "ROLLBACK" : "COMMIT")
             return result
@@ -121,7 +121,13 @@ public final class RegionApplier: @unchecked Sendable {
     private func isolate(_ records: ArraySlice<DecodedRecord>, rejectedBy error: PostgresError, on db: PostgresConnection,
                          into result: inout ApplyResult, dead: inout [DeadLetter]) throws(PostgresError) {
         if records.count == 1, let r = records.first {
-            dead.append(DeadLetter(record: r.record, error: "rejected by the region's database: \(error)"))
+            if error.code.raw == ApplyFailure.identityChangedCode {
+                // The message is the reason (`identity_changed: …`), the server's own text.
+                dead.append(DeadLetter(record: r.record, error: error.message))
+                result.identityChanges += 1
+            } else {
+                dead.append(DeadLetter(record: r.record, error: "rejected by the region's database: \(error)"))
+            }
             result.counts[.deadLettered] += 1
             return
         }
@@ -142,9 +148,11 @@ public final class RegionApplier: @unchecked Sendable {
         }
         let work = planStatements(plan)
         do throws(PostgresError) {
-            let results = try db.pipeline([PostgresStatement("SAVEPOINT bisect")] + work.map(\.statement)
-                                          + [PostgresStatement("RELEASE SAVEPOINT bisect")])
-            for (i, w) in work.enumerated() { account(results[1 + i], into: &result, total: w.total, timestamps: w.timestamps) }
+            var steps = [PostgresStatement("SAVEPOINT bisect")]
+            let at = Work.append(work, to: &steps)
+            steps.append(PostgresStatement("RELEASE SAVEPOINT bisect"))
+            let results = try db.pipeline(steps)
+            for (i, w) in work.enumerated() { account(results[at[i]], into: &result, total: w.total, timestamps: w.timestamps) }
             dead += plan.deadLetters
             result.counts = result.counts + plan.decided
         } catch let error where error.isDataError {
@@ -159,7 +167,8 @@ public final class RegionApplier: @unchecked Sendable {
     public func deadLetter(_ records: [DecodedRecord], error: String, progress: [PartitionProgress],
                            expectedOffsets: [Int32: Int64?], consumerGroup: String, topic: String,
                            on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
-        var steps = [PostgresStatement("BEGIN"), lockStatement(records, progress: progress, expectedOffsets: expectedOffsets)]
+        var steps = [PostgresStatement("BEGIN")] + lockStatements(ApplyLocks(plan: ApplyPlan(records: [], region: region, applyToOrigin: applyToOrigin),
+                                                                             partitions: progress.map(\.partition) + expectedOffsets.keys))
         steps += offsetCheckStatements(expectedOffsets, group: consumerGroup, topic: topic)
         if let dl = deadLetterStatement(records.map { DeadLetter(record: $0.record, error: error) }) { steps.append(dl) }
         if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }
@@ -170,15 +179,22 @@ public final class RegionApplier: @unchecked Sendable {
         return result
     }
 
-    /// The advisory locks of a transaction writing `records` and storing `progress`: the
-    /// table's key shared and every partition involved exclusively (``Statements/applyLock(partitions:)``).
-    /// Writers of the same partitions — a shard and `replay`, two daemon instances during a
-    /// rebalance — serialise, so the tombstone checks see every committed deletion of the
-    /// sessions they touch; writers of different partitions never touch the same rows and
-    /// run in parallel; `verify --repair` takes the table's key exclusively and waits for all.
-    private func lockStatement(_ records: [DecodedRecord], progress: [PartitionProgress],
-                               expectedOffsets: [Int32: Int64?]) -> PostgresStatement {
-        PostgresStatement(sql.applyLock(partitions: records.map(\.record.partition) + progress.map(\.partition) + expectedOffsets.keys))
+    /// The advisory locks of a transaction, first in it (``ApplyLocks``, docs/design.md): the
+    /// table's key shared, then the keys of `locks` — the buckets of the sessions and messages
+    /// it writes, the partitions whose offsets it checks or stores — in their one global order,
+    /// in one statement. A deletion and an upsert of one message or session serialise whichever
+    /// partitions, tools or instances they came through; `verify --repair` takes the table's
+    /// key exclusively and waits for all.
+    private func lockStatements(_ locks: ApplyLocks) -> [PostgresStatement] {
+        let keys = locks.sorted
+        guard !keys.isEmpty else { return [PostgresStatement(sql.sharedLock)] }
+        var spaces = PostgresBinaryArray(.int4), numbers = PostgresBinaryArray(.int4), exclusive = PostgresBinaryArray(.int4)
+        for k in keys {
+            spaces.append(int4: k.key.space.rawValue)
+            numbers.append(int4: k.key.number)
+            exclusive.append(int4: k.exclusive ? 1 : 0)
+        }
+        return [PostgresStatement(sql.sharedLock), PostgresStatement(sql.rowLocks, [spaces.parameter, numbers.parameter, exclusive.parameter])]
     }
 
     /// Statements that fail the transaction with SQLSTATE ``ApplyFailure/offsetsMovedCode``
@@ -196,11 +212,23 @@ public final class RegionApplier: @unchecked Sendable {
 
     // MARK: - The set operations
 
-    /// One statement of a plan, with what its result is accounted against.
+    /// One statement of a plan, with what its result is accounted against, and the statement
+    /// that must follow it (the identity check after an upsert).
     private struct Work {
         var statement: PostgresStatement
         var total: Int
         var timestamps: [Int64?]
+        var followedBy: PostgresStatement? = nil
+
+        /// Appends every statement of `work` to `steps`; returns where each work's own result is.
+        static func append(_ work: [Work], to steps: inout [PostgresStatement]) -> [Int] {
+            work.map { w in
+                steps.append(w.statement)
+                let at = steps.count - 1
+                if let next = w.followedBy { steps.append(next) }
+                return at
+            }
+        }
     }
 
     /// Each statement returns `applied`, `same_version` (duplicates) and `applied_ordinals` (the
@@ -263,7 +291,12 @@ public final class RegionApplier: @unchecked Sendable {
         return work
     }
 
-    private func upsertWork(_ u: [MessageUpsert], timestamps: [Int64?]) -> Work {
+    private func upsertWork(_ unsorted: [MessageUpsert], timestamps unsortedTimestamps: [Int64?]) -> Work {
+        // In message id order: writers that upsert the same messages at once (upserts share
+        // their locks) then take the rows' locks in one order and cannot deadlock on them.
+        let order = unsorted.indices.sorted { Self.precedes(unsorted[$0].messageID, unsorted[$1].messageID) }
+        let u = order.map { unsorted[$0] }
+        let timestamps = order.map { $0 < unsortedTimestamps.count ? unsortedTimestamps[$0] : nil }
         let contentBytes = u.reduce(0) { $0 + $1.content.utf8.count + 4 }
         var ids = PostgresBinaryArray(.uuid, reservingBytes: 20 * u.count)
         var sessions = PostgresBinaryArray(.text, reservingBytes: 24 * u.count)
@@ -286,7 +319,12 @@ public final class RegionApplier: @unchecked Sendable {
         return Work(statement: PostgresStatement(sql.upserts, [
             ids.parameter, sessions.parameter, roles.parameter, contents.parameter,
             regions.parameter, created.parameter, versions.parameter, attributes.parameter,
-        ]), total: u.count, timestamps: timestamps)
+        ]), total: u.count, timestamps: timestamps, followedBy: PostgresStatement(sql.identityCheck))
+    }
+
+    /// Byte order of two message ids (the order of PostgreSQL's `uuid`).
+    private static func precedes(_ a: UUID, _ b: UUID) -> Bool {
+        withUnsafeBytes(of: a.uuid) { x in withUnsafeBytes(of: b.uuid) { y in x.lexicographicallyPrecedes(y) } }
     }
 
     private func deadLetterStatement(_ dead: [DeadLetter]) -> PostgresStatement? {

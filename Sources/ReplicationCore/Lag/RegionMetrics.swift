@@ -16,6 +16,7 @@ public enum MetricName {
     public static let lastApply = "region_replicator_last_apply_timestamp_seconds"
     public static let lagSampleTimestamp = "region_replicator_lag_sample_timestamp_seconds"
     public static let applyRetries = "region_replicator_apply_retries_total"
+    public static let identityChanges = "region_replicator_identity_changes_total"
     public static let buildInfo = "region_replicator_build_info"
 }
 
@@ -29,6 +30,7 @@ public final class RegionMetrics: Sendable {
     private let regionUp: Gauge
     private let lastApply: Gauge
     private let retries: Counter
+    private let identityChanges: Counter
     private let lagEvents: Gauge
     private let lagSeconds: Gauge
     private let expiredEvents: Gauge
@@ -47,6 +49,7 @@ public final class RegionMetrics: Sendable {
         regionUp = Gauge(label: MetricName.regionUp, dimensions: dims)
         lastApply = Gauge(label: MetricName.lastApply, dimensions: dims)
         retries = Counter(label: MetricName.applyRetries, dimensions: dims)
+        identityChanges = Counter(label: MetricName.identityChanges, dimensions: dims)
         lagEvents = Gauge(label: MetricName.lagEvents, dimensions: dims)
         lagSeconds = Gauge(label: MetricName.lagSeconds, dimensions: dims)
         expiredEvents = Gauge(label: MetricName.expiredEvents, dimensions: dims)
@@ -55,11 +58,13 @@ public final class RegionMetrics: Sendable {
         for o in ApplyOutcome.allCases { outcomes[o]!.increment(by: 0) }
         for g in [regionUp, lastApply, lagEvents, lagSeconds, expiredEvents, replicatedThrough, sampleTimestamp] { g.record(0) }
         retries.increment(by: 0)
+        identityChanges.increment(by: 0)
     }
 
     /// Records one committed batch.
     func batchCommitted(_ result: ApplyResult, duration: Duration, committedAtMs: Int64) {
         for (o, n) in result.counts.counts where n > 0 { outcomes[o]?.increment(by: n) }
+        if result.identityChanges > 0 { identityChanges.increment(by: result.identityChanges) }
         // A record stamped after the commit (a producer clock ahead, a wrong unit) has no known
         // latency: it is not observed, rather than observed as 0.
         for ts in result.appliedTimestampsMs {

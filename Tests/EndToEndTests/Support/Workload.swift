@@ -76,7 +76,9 @@ struct Workload {
 
     /// Generates a history: messages from every origin, edits, deletions, session erasures
     /// and seed-style events; some events are duplicated (at-least-once delivery).
-    mutating func generate(sessions: Int, messages: Int, contentPrefix: String = "") {
+    /// - Parameter erasureEvery: erase a session after every that many messages (default: four
+    ///   erasures in the whole history).
+    mutating func generate(sessions: Int, messages: Int, contentPrefix: String = "", erasureEvery: Int? = nil) {
         var clock: Int64 = 0
         var live: [(id: String, session: String, origin: String, version: Int, created: String, role: String)] = []
         let roles = ["system", "user", "assistant", "tool"]
@@ -127,7 +129,7 @@ struct Workload {
             } else {
                 live.append((id, session, origin, version, created, role))
             }
-            if i % (messages / 4 + 1) == messages / 8 {
+            if erasureEvery.map({ i % $0 == $0 - 1 }) ?? (i % (messages / 4 + 1) == messages / 8) {
                 // Erase a session: messages created at or before now go; later ones stay.
                 let victim = "sess-\(contentPrefix)\(rng.next() % UInt64(sessions))"
                 let at = Self.utcText(clock)
