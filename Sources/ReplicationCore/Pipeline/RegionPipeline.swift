@@ -41,6 +41,8 @@ public final class RegionPipeline: @unchecked Sendable {
     private var totals = OutcomeCounts()
     private var lastKafkaWarning: ContinuousClock.Instant?
     private var lastResolveWarning: ContinuousClock.Instant?
+    /// When partitions whose seek librdkafka refused are sought again (``PartitionBookkeeping/retryPositioning()``).
+    private var positionRetry = RetryTimer()
 
     /// Longest a healthy loop goes without a heartbeat (a query may take up to its 60 s timeout).
     static let heartbeatTimeout: Duration = .seconds(90)
@@ -106,7 +108,7 @@ public final class RegionPipeline: @unchecked Sendable {
         }
         while !stopping {
             try fillBatch(consumer)
-            if book.pending.isEmpty { continue }
+            if book.pending.isEmpty && !book.hasProgressWithoutRecords { continue }
             try applyPending(consumer)
             logProgressIfDue()
         }
@@ -141,6 +143,7 @@ public final class RegionPipeline: @unchecked Sendable {
         while book.pending.count < settings.maxBatchEvents && book.pendingBytes < settings.maxBatchBytes && !stopping {
             heartbeat()
             resolvePositions(consumer)
+            retryPositioning(consumer)
             let timeout: Int32
             if let deadline {
                 let left = deadline - ContinuousClock.now
@@ -163,7 +166,8 @@ public final class RegionPipeline: @unchecked Sendable {
             }
             try take(results, consumer)
             if book.pending.count == before {
-                if deadline == nil && !book.pending.isEmpty { break }  // pending survived a retry episode
+                // Pending records survived a retry episode, or only markers were passed (stored alone).
+                if deadline == nil && (!book.pending.isEmpty || book.hasProgressWithoutRecords) { break }
                 continue
             }
             if deadline == nil { deadline = ContinuousClock.now.advanced(by: settings.maxBatchDelay) }
@@ -173,13 +177,14 @@ public final class RegionPipeline: @unchecked Sendable {
     /// Hands polled records to the bookkeeping and performs what it asks; reports errors.
     private func take(_ results: [KafkaConsumer.PollResult], _ consumer: KafkaConsumer) throws {
         var records: [KafkaRecord] = []
+        var ends: [TopicPartitionOffset] = []
         records.reserveCapacity(results.count)
         for result in results {
             switch result {
             case .record(let r):
                 records.append(r)
-            case .endOfPartition:
-                break  // not enabled for the daemon's consumer
+            case .endOfPartition(let end):
+                ends.append(end)  // past transaction markers, perhaps
             case .error(let e, let fatal):
                 if fatal { throw PipelineError.fatalKafka(e, region: settings.region, groupInstanceID: settings.groupInstanceID) }
                 // librdkafka reports every failed connection attempt; one line per 30 s is enough.
@@ -192,7 +197,7 @@ public final class RegionPipeline: @unchecked Sendable {
                 }
             }
         }
-        if !records.isEmpty { perform(book.polled(records), consumer) }
+        if !records.isEmpty || !ends.isEmpty { perform(book.polled(records, ends: ends), consumer) }
     }
 
     /// Performs the bookkeeping's actions on the consumer (seeks before resumes, as listed).
@@ -200,23 +205,27 @@ public final class RegionPipeline: @unchecked Sendable {
         var seeks: [TopicPartitionOffset] = []
         func flushSeeks() {
             guard !seeks.isEmpty else { return }
+            let refused: [(position: TopicPartitionOffset, error: KafkaError)]
             do {
-                try consumer.seek(seeks, timeoutMs: 5000)
+                refused = try consumer.seek(seeks, timeoutMs: 5000)
             } catch {
-                logger.warning("seek failed", metadata: ["error": "\(error)", "positions": "\(seeks.map { "\($0.partition)@\($0.offset)" })"])
+                refused = seeks.map { ($0, error) }
             }
             seeks.removeAll()
+            guard !refused.isEmpty else { return }
+            for r in refused { book.seekFailed(partition: r.position.partition) }
+            logger.log(level: positionRetry.attempts == 0 ? .warning : .debug,
+                       "seek refused by librdkafka: the partition reads nothing until it is sought again", metadata: [
+                           "positions": "\(refused.map { "\($0.position.partition)@\($0.position.offset)" })",
+                           "error": "\(refused[0].error)"])
         }
         func tpo(_ p: Int32, _ offset: Int64 = 0) -> TopicPartitionOffset {
             TopicPartitionOffset(topic: settings.topic, partition: p, offset: offset)
         }
         for action in actions {
             switch action {
-            case .seek(let p, let target):
-                switch target {
-                case .beginning: seeks.append(tpo(p, TopicPartitionOffset.beginning))
-                case .offset(let n): seeks.append(tpo(p, n))
-                }
+            case .seek(let p, .offset(let n)):
+                seeks.append(tpo(p, n))
             case .pause(let parts):
                 flushSeeks()
                 consumer.pause(parts.map { tpo($0) })
@@ -246,6 +255,13 @@ public final class RegionPipeline: @unchecked Sendable {
             }
         }
         flushSeeks()
+    }
+
+    /// Seeks the partitions whose seek librdkafka refused again, when the timer says so.
+    private func retryPositioning(_ consumer: KafkaConsumer) {
+        guard positionRetry.due(needed: book.needsPositioning) else { return }
+        perform(book.retryPositioning(), consumer)
+        if !book.needsPositioning { positionRetry.reset() }
     }
 
     /// Reads the region's stored offsets for partitions assigned since the last call, and
@@ -282,13 +298,13 @@ public final class RegionPipeline: @unchecked Sendable {
     private func applyPending(_ consumer: KafkaConsumer) throws {
         var backoff = Backoff()
         var schemaBackoff = Self.schemaBackoff()
-        while !book.pending.isEmpty && !stopping {
+        while (!book.pending.isEmpty || book.hasProgressWithoutRecords) && !stopping {
             let chunk = Array(book.pending.prefix(max(1, chunkLimit)))
             reportOldest(chunk)
             let decoded = chunk.map { r in
                 DecodedRecord(record: r, event: EventDecoder.decode(r.value))
             }
-            let progress = Self.progress(of: chunk)
+            let progress = book.progress(forFirst: chunk.count)
             let expected = book.expectedStored(for: progress.map(\.partition))
             let failure: ApplyFailure
             let error: any Error
@@ -354,6 +370,7 @@ public final class RegionPipeline: @unchecked Sendable {
                 heartbeat()
                 try take(consumer.pollBatch(maxRecords: 500, timeoutMs: 100), consumer)
                 resolvePositions(consumer)
+                retryPositioning(consumer)
             }
             if stopping {
                 logger.notice("stopping: abandoning the uncommitted batch (it is re-read on restart)",
@@ -436,16 +453,6 @@ public final class RegionPipeline: @unchecked Sendable {
         }
     }
 
-    static func progress(of records: [KafkaRecord]) -> [PartitionProgress] {
-        var byPartition: [Int32: PartitionProgress] = [:]
-        for r in records {
-            let next = r.offset + 1
-            if let p = byPartition[r.partition], p.nextOffset >= next { continue }
-            byPartition[r.partition] = PartitionProgress(partition: r.partition, nextOffset: next, lastRecordMs: r.timestampMs)
-        }
-        return byPartition.values.sorted { $0.partition < $1.partition }
-    }
-
     // MARK: - Rebalance (called inside poll, on the pipeline thread: no I/O, no waiting)
 
     private func rebalanced(_ event: KafkaConsumer.RebalanceEvent) -> [TopicPartitionOffset] {
@@ -463,7 +470,10 @@ public final class RegionPipeline: @unchecked Sendable {
             status.assignment(region: settings.region, pipeline: settings.loopName, assigned: parts.map(\.partition))
             logger.info("partitions assigned (paused until their stored offsets are read)",
                         metadata: ["partitions": "\(parts.map(\.partition).sorted())"])
-            return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.storedOffset) }
+            // Started at once at the partition's beginning, never at the group's committed offset:
+            // librdkafka would start those only once the coordinator answers, refusing every
+            // seek until then. The loop seeks them where the region's database says.
+            return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.beginning) }
         }
     }
 
