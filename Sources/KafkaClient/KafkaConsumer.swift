@@ -266,11 +266,23 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     /// Moves the fetch position of assigned partitions.
-    public func seek(_ positions: [TopicPartitionOffset], timeoutMs: Int32) throws(KafkaError) {
-        guard !positions.isEmpty else { return }
+    ///
+    /// librdkafka refuses a seek per partition: one it does not know (`_UNKNOWN_PARTITION`), one
+    /// whose fetcher has not started (`_STATE`: not assigned, revoked, or assigned at the
+    /// group's committed offset while the coordinator has not answered yet) or is stopping
+    /// (`_PREV_IN_PROGRESS`). Such a partition keeps fetching from wherever it was, or starts
+    /// at the group's committed offset later: the caller must seek it again.
+    /// - Returns: the positions that were refused, with librdkafka's reason (empty: all taken).
+    /// - Throws: ``KafkaError`` when the call as a whole failed (a timeout waiting for the
+    ///   seeks to be applied): then none of them is known to be taken.
+    public func seek(_ positions: [TopicPartitionOffset], timeoutMs: Int32) throws(KafkaError) -> [(position: TopicPartitionOffset, error: KafkaError)] {
+        guard !positions.isEmpty else { return [] }
         let list = TopicPartitionList(positions)
         if let e = rd_kafka_seek_partitions(handle, list.pointer, timeoutMs) {
             throw KafkaError(consuming: e, context: "seek")
+        }
+        return list.errors.map { p, err in
+            (p, KafkaError(err, context: "seek \(p.topic)[\(p.partition)] to \(p.offset)"))
         }
     }
 

@@ -41,4 +41,10 @@ public final class KafkaMockCluster: @unchecked Sendable {
     public func setBroker(_ id: Int32, up: Bool) {
         if up { rd_kafka_mock_broker_set_up(cluster, id) } else { rd_kafka_mock_broker_set_down(cluster, id) }
     }
+
+    /// Delays every response of broker `id` by `milliseconds` (0: none): a slow broker, e.g. a
+    /// group coordinator whose committed-offsets answer comes after the client's first seek.
+    public func setRoundTripTime(_ id: Int32, milliseconds: Int) {
+        rd_kafka_mock_broker_set_rtt(cluster, id, Int32(clamping: milliseconds))
+    }
 }

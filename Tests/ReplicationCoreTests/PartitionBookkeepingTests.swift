@@ -22,6 +22,14 @@ struct BookkeepingWorld {
     var book = PartitionBookkeeping()
     var gone: [Int32: [Range<Int64>]] = [:]
     var violations: [String] = []
+    /// How many of the next seeks librdkafka refuses (the fetch position stays where it was).
+    var failingSeeks = 0
+    /// Offsets holding transaction markers (no record a reader gets), per partition.
+    var markers: [Int32: Set<Int64>] = [:]
+    /// The end of partition last reported since the last seek, per partition.
+    var eofReported: [Int32: Int64] = [:]
+
+    func isMarker(_ p: Int32, _ o: Int64) -> Bool { markers[p]?.contains(o) == true }
 
     func record(_ p: Int32, _ o: Int64) -> KafkaRecord {
         KafkaRecord(topic: "t", partition: p, offset: o, key: nil, value: [UInt8](repeating: 1, count: 10), timestampMs: nil)
@@ -30,13 +38,19 @@ struct BookkeepingWorld {
     mutating func perform(_ actions: [BookkeepingAction]) {
         for a in actions {
             switch a {
-            case .seek(let p, .offset(let n)): if position[p] != nil { position[p] = n }
-            case .seek(let p, .beginning): if position[p] != nil { position[p] = low[p]! }
+            case .seek(let p, _) where failingSeeks > 0:
+                failingSeeks -= 1
+                book.seekFailed(partition: p)  // the position stays where it was
+            case .seek(let p, .offset(let n)):
+                if position[p] != nil { position[p] = n; eofReported[p] = nil }
             case .pause(let ps): consumerPaused.formUnion(ps)
             case .resume(let ps): consumerPaused.subtract(ps)
             case .queryLowWatermark(let p): perform(book.lowWatermark(partition: p, low[p]!))
             case .gone(let p, let from, let to): gone[p, default: []].append(from..<to)
-            case .noRecords(let p, let from, let to): violations.append("no-records claimed for \(p) \(from)..<\(to) in a contiguous log")
+            case .noRecords(let p, let from, let to):
+                if (from..<to).contains(where: { !isMarker(p, $0) && $0 >= low[p]! }) {
+                    violations.append("no-records claimed for \(p) \(from)..<\(to), which holds records")
+                }
             case .unusableOffset(let p, let o): violations.append("offset \(o) of \(p) called unusable in a log of ordinary offsets")
             }
         }
@@ -61,15 +75,21 @@ struct BookkeepingWorld {
     }
 
     mutating func poll() {
+        var ends: [TopicPartitionOffset] = []
         for (p, pos) in position.sorted(by: { $0.key < $1.key }) where !consumerPaused.contains(p) {
             let from = max(pos, low[p]!)
             let to = min(Self.end, from + 3)
-            queue += (from..<to).map { record(p, $0) }
+            queue += (from..<to).filter { !isMarker(p, $0) }.map { record(p, $0) }
             position[p] = to
+            if to == Self.end && eofReported[p] != to {
+                eofReported[p] = to
+                ends.append(TopicPartitionOffset(topic: "t", partition: p, offset: to))
+            }
         }
         let delivered = queue
         queue.removeAll()
-        perform(book.polled(delivered))
+        perform(book.polled(delivered, ends: ends))
+        if book.needsPositioning { perform(book.retryPositioning()) }  // the pipeline's timer, at once
     }
 
     mutating func resolve() {
@@ -82,12 +102,12 @@ struct BookkeepingWorld {
 
     /// Applies a chunk of at most `limit` pending records as the region's database would.
     mutating func applyOK(limit: Int = .max) {
-        if book.pending.isEmpty {
+        if book.pending.isEmpty && !book.hasProgressWithoutRecords {
             perform(book.retryEnded())
             return
         }
         let chunk = Array(book.pending.prefix(limit))
-        let progress = RegionPipeline.progress(of: chunk)
+        let progress = book.progress(forFirst: chunk.count)
         // The transaction's check: the stored offsets must be the ones the pipeline believes.
         let expected = book.expectedStored(for: progress.map(\.partition))
         for (p, n) in expected where stored[p] != n {
@@ -97,16 +117,23 @@ struct BookkeepingWorld {
         for p in Set(chunk.map(\.partition)) {
             let offsets = chunk.filter { $0.partition == p }.map(\.offset)
             let first = offsets[0]
-            if let s = stored[p] {
-                let proven = gone[p, default: []].contains { $0.lowerBound == s && $0.upperBound == first }
-                if first != s && !proven { violations.append("partition \(p): applied from \(first) while \(s) is stored") }
-            } else if first != low[p]! {
-                violations.append("partition \(p): first record \(first), log starts at \(low[p]!)")
+            let start = stored[p] ?? low[p]!
+            let proven = gone[p, default: []].contains { $0.lowerBound == start && $0.upperBound == first }
+            if !proven && (start..<first).contains(where: { !isMarker(p, $0) && $0 >= low[p]! }) {
+                violations.append("partition \(p): applied from \(first) while \(stored[p].map(String.init) ?? "nothing") is stored (log starts at \(low[p]!))")
             }
-            for (a, b) in zip(offsets, offsets.dropFirst()) where b != a + 1 {
+            for (a, b) in zip(offsets, offsets.dropFirst()) where (a + 1..<b).contains(where: { !isMarker(p, $0) }) {
                 violations.append("partition \(p): gap \(a) → \(b) inside a batch")
             }
-            stored[p] = offsets.last! + 1
+        }
+        for pr in progress {
+            let p = pr.partition
+            let last = chunk.filter { $0.partition == p }.map(\.offset).max()
+            // Stored past the last record applied only over markers.
+            if let from = last.map({ $0 + 1 }) ?? stored[p], (from..<pr.nextOffset).contains(where: { !isMarker(p, $0) }) {
+                violations.append("partition \(p): stores \(pr.nextOffset) past records from \(from)")
+            }
+            stored[p] = pr.nextOffset
         }
         perform(book.applySucceeded(count: chunk.count, progress: progress))
     }
@@ -136,7 +163,7 @@ struct BookkeepingWorld {
 @Suite("PartitionBookkeeping: owned partitions, positions, pauses and pending records")
 struct PartitionBookkeepingTests {
     enum Step: String, CaseIterable, CustomTestStringConvertible {
-        case assign1, revoke0, poll, applyFailed, applyOK, resolve, restore
+        case assign1, revoke0, poll, applyFailed, applyOK, resolve, restore, refuseSeeks
         var testDescription: String { rawValue }
     }
 
@@ -150,6 +177,7 @@ struct PartitionBookkeepingTests {
             case .applyOK: w.applyOK()
             case .resolve: w.resolve()
             case .restore: w.restore()
+            case .refuseSeeks: w.failingSeeks += 2
             }
         }
     }
@@ -272,6 +300,94 @@ struct PartitionBookkeepingTests {
         w.drain()
         #expect(w.violations.isEmpty, "\(w.violations)")
         #expect(w.stored == [0: 12, 1: 12, 2: 12])
+    }
+
+    @Test("A refused seek of a partition the region stores nothing for: never read from the group's committed offset")
+    func refusedSeekToTheBeginning() {
+        var w = BookkeepingWorld()
+        w.stored = [:]  // the region's offsets are gone; the group's committed offset of partition 0 is 9
+        w.failingSeeks = 1
+        w.assign([0])
+        w.resolve()
+        w.drain()
+        #expect(w.violations.isEmpty, "\(w.violations)")
+        #expect(w.stored[0] == BookkeepingWorld.end)
+    }
+
+    @Test("Refused seeks while a gap is sorted out: the partition still reaches its end")
+    func refusedSeeksInAGap() {
+        var w = BookkeepingWorld()
+        w.failingSeeks = 3  // the seek to the stored offset, and both seeks of the gap that follows
+        w.assign([0])
+        w.resolve()
+        w.drain()
+        #expect(w.violations.isEmpty, "\(w.violations)")
+        #expect(w.stored[0] == BookkeepingWorld.end)
+    }
+
+    @Test("Every interleaving with refused seeks and transaction markers (mid-log and at the end): no gap applied, every partition stored to its end",
+          arguments: [[Step.assign1, .refuseSeeks, .poll, .applyFailed, .applyOK, .resolve],
+                      [Step.refuseSeeks, .assign1, .poll, .revoke0, .applyOK, .resolve]])
+    func interleavingsWithRefusedSeeksAndMarkers(_ steps: [Step]) {
+        var failures: [String] = []
+        let all = Self.permutations(steps)
+        for order in all {
+            var w = BookkeepingWorld()
+            w.markers = [0: [6, 11], 1: [3, 11], 2: [11]]  // every partition's log ends with a marker
+            w.assign([0, 2])
+            w.resolve()
+            Self.run(order, in: &w)
+            w.drain()
+            if !w.violations.isEmpty { failures.append("\(order.map(\.rawValue)): \(w.violations)") }
+        }
+        #expect(failures.isEmpty, "\(failures.count) of \(all.count) interleavings broke the invariant, e.g. \(failures.prefix(3))")
+    }
+
+    @Test("A region that stores nothing starts at the low watermark asked for, never at whatever the fetch delivers first")
+    func beginningIsTheLowWatermark() {
+        var w = BookkeepingWorld()
+        _ = w.book.assigned([2])
+        #expect(w.book.positionsResolved(stored: [:]) == [.queryLowWatermark(partition: 2)])
+        #expect(w.book.paused == [2], "paused until the low watermark is known")
+        #expect(w.book.polled([w.record(2, 7)]).isEmpty && w.book.pending.isEmpty)
+        #expect(w.book.lowWatermark(partition: 2, 3) == [.seek(partition: 2, to: .offset(3)), .resume([2])])
+        #expect(w.book.polled([w.record(2, 7)]) == [.seek(partition: 2, to: .offset(3)), .queryLowWatermark(partition: 2)])
+        #expect(w.book.pending.isEmpty, "a record past the low watermark is a gap like any other")
+    }
+
+    @Test("A refused seek: nothing is taken from the partition until a retried seek is taken")
+    func refusedSeekIsRetried() {
+        var w = BookkeepingWorld()
+        _ = w.book.assigned([0])
+        #expect(w.book.positionsResolved(stored: [0: 4]) == [.seek(partition: 0, to: .offset(4)), .resume([0])])
+        w.book.seekFailed(partition: 0)
+        #expect(w.book.needsPositioning)
+        #expect(w.book.polled([w.record(0, 4), w.record(0, 5)]).isEmpty && w.book.pending.isEmpty,
+                "even the expected offset: the fetch position is unknown")
+        #expect(w.book.retryPositioning() == [.seek(partition: 0, to: .offset(4))])
+        #expect(!w.book.needsPositioning)
+        _ = w.book.polled([w.record(0, 4)])
+        #expect(w.book.pending.map(\.offset) == [4])
+    }
+
+    @Test("Markers after the last record: the end of the partition is proven by a second fetch, then stored without a record")
+    func trailingMarkersAreStored() {
+        var w = BookkeepingWorld()
+        _ = w.book.assigned([0])
+        _ = w.book.positionsResolved(stored: [0: 10])
+        // Record 10, a commit marker at 11: the fetch ends at 12.
+        let end = TopicPartitionOffset(topic: "t", partition: 0, offset: 12)
+        #expect(w.book.polled([w.record(0, 10)], ends: [end]) == [.seek(partition: 0, to: .offset(11)), .queryLowWatermark(partition: 0)])
+        #expect(w.book.progress(forFirst: 1) == [PartitionProgress(partition: 0, nextOffset: 11, lastRecordMs: nil)],
+                "not past the marker before a second fetch proves it")
+        _ = w.book.applySucceeded(count: 1, progress: w.book.progress(forFirst: 1))
+        #expect(w.book.lowWatermark(partition: 0, 0) == [.seek(partition: 0, to: .offset(11))])
+        #expect(!w.book.hasProgressWithoutRecords)
+        #expect(w.book.polled([], ends: [end]) == [.noRecords(partition: 0, from: 11, to: 12)])
+        #expect(w.book.hasProgressWithoutRecords)
+        #expect(w.book.progress(forFirst: 0) == [PartitionProgress(partition: 0, nextOffset: 12, lastRecordMs: nil)])
+        _ = w.book.applySucceeded(count: 0, progress: w.book.progress(forFirst: 0))
+        #expect(!w.book.hasProgressWithoutRecords && w.book.committed(0) == .at(12))
     }
 
     @Test("Pending bytes follow the records accepted and applied")

@@ -4,7 +4,8 @@ public import KafkaClient
 public enum NextOffset: Sendable, Hashable, CustomStringConvertible {
     /// Assigned, but the region's stored offset is not read yet: nothing of it may be applied.
     case unresolved
-    /// The region stores no offset for the partition: start at its first record.
+    /// The region stores no offset for the partition: start at its first record, once the
+    /// broker's low watermark says which offset that is (no record is accepted before).
     case beginning
     /// Exactly this offset.
     case at(Int64)
@@ -20,27 +21,29 @@ public enum NextOffset: Sendable, Hashable, CustomStringConvertible {
 
 /// A fetch position to seek a partition to.
 public enum SeekTarget: Sendable, Hashable {
-    case beginning
     case offset(Int64)
 }
 
 /// What the pipeline must do after an event of ``PartitionBookkeeping``.
 public enum BookkeepingAction: Sendable, Hashable {
-    /// Move the partition's fetch position.
+    /// Move the partition's fetch position. When librdkafka refuses it, report that with
+    /// ``PartitionBookkeeping/seekFailed(partition:)`` before anything else happens.
     case seek(partition: Int32, to: SeekTarget)
     /// Stop fetching these partitions.
     case pause([Int32])
     /// Fetch these partitions again (each was sought first).
     case resume([Int32])
     /// Ask the broker for the partition's low watermark and report it with
-    /// ``PartitionBookkeeping/lowWatermark(partition:_:)``: records skipped over are only
-    /// accepted as gone when it proves them gone.
+    /// ``PartitionBookkeeping/lowWatermark(partition:_:)`` (or
+    /// ``PartitionBookkeeping/lowWatermarkUnavailable(partition:)``): records skipped over are
+    /// only accepted as gone when it proves them gone, and a partition the region stores
+    /// nothing for starts there.
     case queryLowWatermark(partition: Int32)
     /// Records `from..<to` of the partition are no longer in the topic (retention deleted them
     /// before they were applied): log them and count them as `gone`.
     case gone(partition: Int32, from: Int64, to: Int64)
     /// Offsets `from..<to` hold no record the broker serves (compaction, transaction markers):
-    /// a fetch from `from` starts at `to`. Nothing is lost.
+    /// a fetch from `from` starts at `to` (or ends there). Nothing is lost.
     case noRecords(partition: Int32, from: Int64, to: Int64)
     /// A record arrived with an offset no Kafka log holds (negative, or `Int64.max`, after which
     /// no next offset exists): it was not accepted. Log it.
@@ -52,17 +55,22 @@ public enum BookkeepingAction: Sendable, Hashable {
 /// actions out; `RegionPipeline` performs the actions (librdkafka, the region's database).
 ///
 /// The invariant: progress is never stored across a gap. The next record accepted for a
-/// partition is exactly its next offset (the stored one, or the one after the last record
-/// accepted), unless the broker's low watermark proves the records in between gone (then they
-/// are reported, ``BookkeepingAction/gone(partition:from:to:)``), or a fresh fetch from that
-/// offset starts later (no record exists there). Anything else is dropped and the partition is
-/// sought back to its next offset.
+/// partition is exactly its next offset (the stored one, the low watermark when the region
+/// stores none, or the one after the last record accepted), unless the broker's low watermark
+/// proves the records in between gone (then they are reported,
+/// ``BookkeepingAction/gone(partition:from:to:)``), or two fetches from that offset, the
+/// second after a seek librdkafka took, start (or end) at the same later offset (no record
+/// exists there). Anything else is dropped and the partition is sought back to its next offset.
+/// Every seek is assumed taken unless ``seekFailed(partition:)`` says otherwise: a partition
+/// whose seek was refused reads nothing until ``retryPositioning()`` has sought it again.
 public struct PartitionBookkeeping: Sendable {
     struct Gap: Sendable, Hashable {
         /// The offset the partition must continue at.
         var expected: Int64
         /// The first offset delivered instead.
         var seen: Int64
+        /// `seen` is the end of the partition (no record was delivered).
+        var seenEnd = false
         /// The low watermark did not cover the gap and the partition was sought to `expected` again.
         var resought = false
     }
@@ -73,17 +81,24 @@ public struct PartitionBookkeeping: Sendable {
         /// The next offset to accept into `pending`.
         var accept: NextOffset = .unresolved
         var gap: Gap? = nil
+        /// Its last seek was refused, or the low watermark it starts at could not be read: its
+        /// fetch position is unknown, so nothing it delivers is taken until it is sought again.
+        var unpositioned = false
+        /// The end of the partition was proven to follow the last record accepted, past offsets
+        /// holding no record (transaction markers): the next offset to store, record or not.
+        var endsAt: Int64? = nil
     }
 
-    private(set) var partitions: [Int32: Partition] = [:]
-    /// Partitions whose fetching is paused (unresolved ones, and every one during a retry).
-    public private(set) var paused: Set<Int32> = []
+    var partitions: [Int32: Partition] = [:]
+    /// Partitions whose fetching is paused (unresolved ones, those waiting for their low
+    /// watermark, and every one during a retry).
+    public internal(set) var paused: Set<Int32> = []
     /// Records accepted and not applied yet, in arrival order (offsets rise within a partition).
-    public private(set) var pending: [KafkaRecord] = []
+    public internal(set) var pending: [KafkaRecord] = []
     /// Σ key and value bytes of `pending`.
-    public private(set) var pendingBytes = 0
+    public internal(set) var pendingBytes = 0
     /// A batch failed and is being retried: every owned partition stays paused until it applies.
-    public private(set) var retrying = false
+    public internal(set) var retrying = false
 
     public init() {}
 
@@ -97,6 +112,35 @@ public struct PartitionBookkeeping: Sendable {
 
     /// The stored next offset the pipeline believes for `partition` (nil when not owned).
     public func committed(_ partition: Int32) -> NextOffset? { partitions[partition]?.committed }
+
+    /// Some owned partition must be sought again (its seek was refused) or still needs its low
+    /// watermark: call ``retryPositioning()`` after a pause.
+    public var needsPositioning: Bool { partitions.values.contains { $0.unpositioned } }
+
+    /// Some partition's next offset to store moved past offsets that hold no record (markers
+    /// at its end) while none of its records is pending: a batch without records stores it.
+    public var hasProgressWithoutRecords: Bool {
+        partitions.contains { p, part in part.endsAt != nil && !pending.contains { $0.partition == p } }
+    }
+
+    /// The next offsets to store when the first `count` pending records commit: after each
+    /// partition's last record among them, or, when none of its records stays pending, where
+    /// the partition was proven to end (past transaction markers).
+    public func progress(forFirst count: Int) -> [PartitionProgress] {
+        let n = max(0, min(count, pending.count))
+        var out: [Int32: PartitionProgress] = [:]
+        for r in pending.prefix(n) {
+            let next = r.offset + 1
+            if let p = out[r.partition], p.nextOffset >= next { continue }
+            out[r.partition] = PartitionProgress(partition: r.partition, nextOffset: next, lastRecordMs: r.timestampMs)
+        }
+        let stillPending = Set(pending.dropFirst(n).map(\.partition))
+        for (p, part) in partitions where !stillPending.contains(p) {
+            guard let end = part.endsAt, end > (out[p]?.nextOffset ?? Int64.min) else { continue }
+            out[p] = PartitionProgress(partition: p, nextOffset: end, lastRecordMs: out[p]?.lastRecordMs)
+        }
+        return out.values.sorted { $0.partition < $1.partition }
+    }
 
     /// The stored next offsets the region must hold for `partitions` when a batch of them
     /// commits (nil: no row); unresolved partitions are left out.
@@ -136,8 +180,9 @@ public struct PartitionBookkeeping: Sendable {
 
     // MARK: - Positions
 
-    /// The region's stored next offsets were read: unresolved partitions start there (or at
-    /// their beginning when the region stores none). Outside a retry they are sought and resumed.
+    /// The region's stored next offsets were read: unresolved partitions start there, or, when
+    /// the region stores none, at the low watermark asked for. Outside a retry they are sought
+    /// and resumed (those waiting for their low watermark once it is known).
     public mutating func positionsResolved(stored: [Int32: Int64]) -> [BookkeepingAction] {
         var resolved: [Int32] = []
         for (p, var part) in partitions where part.committed == .unresolved {
@@ -145,6 +190,7 @@ public struct PartitionBookkeeping: Sendable {
             part.committed = start
             part.accept = Self.readStart(start)
             part.gap = nil
+            part.endsAt = nil
             partitions[p] = part
             resolved.append(p)
         }
@@ -166,79 +212,11 @@ public struct PartitionBookkeeping: Sendable {
             part.committed = start
             part.accept = Self.readStart(start)
             part.gap = nil
+            part.endsAt = nil
             partitions[p] = part
             ready.append(p)
         }
         return resumeAt(ready.sorted(), forceSeek: true)
-    }
-
-    // MARK: - Records
-
-    /// Records arrived from the consumer. Returns what to do about gaps.
-    public mutating func polled(_ records: some Sequence<KafkaRecord>) -> [BookkeepingAction] {
-        var actions: [BookkeepingAction] = []
-        for r in records {
-            let p = r.partition
-            guard !paused.contains(p), var part = partitions[p] else { continue }  // re-read after resume
-            // No log holds a negative offset, and after Int64.max there is no next one to store.
-            guard r.offset >= 0, r.offset < Int64.max else {
-                actions.append(.unusableOffset(partition: p, offset: r.offset))
-                continue
-            }
-            switch part.accept {
-            case .unresolved:
-                continue
-            case .beginning:
-                break  // the first record of the partition, wherever the log starts
-            case .at(let expected):
-                if r.offset < expected { continue }  // already accepted or applied
-                if r.offset > expected {
-                    if let gap = part.gap, gap.expected == expected {
-                        guard gap.resought, r.offset == gap.seen else { continue }  // still sorting it out
-                        // Sought to `expected` again, the fetch starts at the same later offset:
-                        // no record exists in between.
-                        actions.append(.noRecords(partition: p, from: expected, to: r.offset))
-                    } else {
-                        part.gap = Gap(expected: expected, seen: r.offset)
-                        partitions[p] = part
-                        actions += [.seek(partition: p, to: .offset(expected)), .queryLowWatermark(partition: p)]
-                        continue
-                    }
-                }
-            }
-            part.gap = nil
-            part.accept = .at(r.offset + 1)
-            partitions[p] = part
-            pending.append(r)
-            pendingBytes += (r.key?.count ?? 0) + (r.value?.count ?? 0)
-        }
-        return actions
-    }
-
-    /// The broker's low watermark of `partition`, asked for by ``BookkeepingAction/queryLowWatermark(partition:)``.
-    public mutating func lowWatermark(partition p: Int32, _ low: Int64) -> [BookkeepingAction] {
-        guard var part = partitions[p], var gap = part.gap, part.accept == .at(gap.expected) else { return [] }
-        if low > gap.expected {
-            part.gap = nil
-            part.accept = .at(low)
-            partitions[p] = part
-            var actions: [BookkeepingAction] = [.gone(partition: p, from: gap.expected, to: low)]
-            if !paused.contains(p) { actions.append(.seek(partition: p, to: .offset(low))) }
-            return actions
-        }
-        gap.resought = true
-        part.gap = gap
-        partitions[p] = part
-        return paused.contains(p) ? [] : [.seek(partition: p, to: .offset(gap.expected))]
-    }
-
-    /// The low watermark could not be read: forget the gap (the next record past the
-    /// partition's next offset reports it again) and re-read from the next offset.
-    public mutating func lowWatermarkUnavailable(partition p: Int32) -> [BookkeepingAction] {
-        guard var part = partitions[p], let gap = part.gap else { return [] }
-        part.gap = nil
-        partitions[p] = part
-        return paused.contains(p) ? [] : [.seek(partition: p, to: .offset(gap.expected))]
     }
 
     // MARK: - Applying
@@ -262,6 +240,7 @@ public struct PartitionBookkeeping: Sendable {
         for p in progress {
             guard var part = partitions[p.partition] else { continue }
             part.committed = .at(p.nextOffset)
+            if let end = part.endsAt, p.nextOffset >= end { part.endsAt = nil }
             partitions[p.partition] = part
         }
         guard retrying else { return [] }
@@ -286,6 +265,7 @@ public struct PartitionBookkeeping: Sendable {
         for (p, var part) in partitions {
             part.accept = Self.readStart(part.committed)
             part.gap = nil
+            part.endsAt = nil
             partitions[p] = part
         }
     }
@@ -302,22 +282,33 @@ public struct PartitionBookkeeping: Sendable {
         return stored
     }
 
-    /// Seeks `parts` to their next offset to accept and resumes them.
-    private mutating func resumeAt(_ parts: [Int32], forceSeek: Bool = false) -> [BookkeepingAction] {
+    /// Seeks `parts` to their next offset to accept and resumes them; those starting at their
+    /// beginning ask for their low watermark first (``lowWatermark(partition:_:)`` resumes them).
+    mutating func resumeAt(_ parts: [Int32], forceSeek: Bool = false) -> [BookkeepingAction] {
         var actions: [BookkeepingAction] = []
+        var queries: [BookkeepingAction] = []
         var resumed: [Int32] = []
         for p in parts {
             guard let part = partitions[p] else { continue }
             switch part.accept {
             case .unresolved: continue
-            case .beginning: actions.append(.seek(partition: p, to: .beginning))
-            case .at(let n): actions.append(.seek(partition: p, to: .offset(n)))
+            case .beginning:
+                queries.append(.queryLowWatermark(partition: p))
+                continue
+            case .at(let n): actions.append(seek(p, to: n))
             }
             if paused.remove(p) != nil { resumed.append(p) }
         }
-        if !forceSeek && resumed.isEmpty { return [] }
+        if !forceSeek && resumed.isEmpty { return queries }
         if !resumed.isEmpty { actions.append(.resume(resumed)) }
-        return actions
+        return actions + queries
+    }
+
+    /// A seek action, assumed taken: the partition's position is known again unless
+    /// ``seekFailed(partition:)`` follows.
+    mutating func seek(_ p: Int32, to offset: Int64) -> BookkeepingAction {
+        partitions[p]?.unpositioned = false
+        return .seek(partition: p, to: .offset(offset))
     }
 
     private mutating func dropPending(of p: Int32) {
@@ -329,6 +320,7 @@ public struct PartitionBookkeeping: Sendable {
         }
         if var part = partitions[p] {
             part.accept = Self.readStart(part.committed)
+            part.endsAt = nil
             partitions[p] = part
         }
     }

@@ -71,11 +71,18 @@ public struct PipelineSettings: Sendable {
         self.groupInstanceID = groupInstanceID
     }
 
+    /// Properties of each region's consumer that the pipeline depends on (the configuration
+    /// loader refuses them in `kafka.properties`): only committed transactional records are
+    /// ever applied, and the end of each partition is reported, with the offset the fetch
+    /// continues at, so that transaction markers after the last record are stored past.
+    public static let consumerManaged: [(String, String)] = [("isolation.level", "read_committed"), ("enable.partition.eof", "true")]
+
     /// The properties of the region's group consumer: ``consumerDefaults``, then the user's,
-    /// then `group.instance.id`.
+    /// then ``consumerManaged`` and `group.instance.id`.
     public var consumerConfiguration: KafkaConfiguration {
         var conf = KafkaConfiguration(Self.consumerDefaults)
         for (k, v) in kafka.properties { conf.set(k, v) }
+        for (k, v) in Self.consumerManaged { conf.set(k, v) }
         if let groupInstanceID { conf.set("group.instance.id", shard.map { "\(groupInstanceID).\($0)" } ?? groupInstanceID) }
         // Tells the shards apart in the broker's view of the group (and its logs).
         if let shard { conf.set("client.id", "\(kafka.properties.last { $0.0 == "client.id" }?.1 ?? "region-replicator")-\(region)-\(shard)") }

@@ -35,6 +35,7 @@ extension RegionPipeline {
         while book.pending.count < settings.maxBatchEvents && book.pendingBytes < settings.maxBatchBytes && !stopping {
             heartbeat()
             resolvePositions(consumer)
+            retryPositioning(consumer)
             let timeout: Int32
             if let deadline {
                 let left = deadline - ContinuousClock.now
@@ -57,7 +58,8 @@ extension RegionPipeline {
             }
             try take(results, consumer)
             if book.pending.count == before {
-                if deadline == nil && !book.pending.isEmpty { break }  // pending survived a retry episode
+                // Pending records survived a retry episode, or only markers were passed (stored alone).
+                if deadline == nil && (!book.pending.isEmpty || book.hasProgressWithoutRecords) { break }
                 continue
             }
             if deadline == nil { deadline = ContinuousClock.now.advanced(by: settings.maxBatchDelay) }
@@ -67,13 +69,14 @@ extension RegionPipeline {
     /// Hands polled records to the bookkeeping and performs what it asks; reports errors.
     func take(_ results: [KafkaConsumer.PollResult], _ consumer: KafkaConsumer) throws {
         var records: [KafkaRecord] = []
+        var ends: [TopicPartitionOffset] = []
         records.reserveCapacity(results.count)
         for result in results {
             switch result {
             case .record(let r):
                 records.append(r)
-            case .endOfPartition:
-                break  // not enabled for the daemon's consumer
+            case .endOfPartition(let end):
+                ends.append(end)  // past transaction markers, perhaps
             case .error(let e, let fatal):
                 if fatal { throw PipelineError.fatalKafka(e, region: settings.region, groupInstanceID: settings.groupInstanceID) }
                 // librdkafka reports every failed connection attempt; one line per 30 s is enough.
@@ -86,7 +89,7 @@ extension RegionPipeline {
                 }
             }
         }
-        if !records.isEmpty { perform(book.polled(records), consumer) }
+        if !records.isEmpty || !ends.isEmpty { perform(book.polled(records, ends: ends), consumer) }
     }
 
     /// Performs the bookkeeping's actions on the consumer (seeks before resumes, as listed).
@@ -94,23 +97,27 @@ extension RegionPipeline {
         var seeks: [TopicPartitionOffset] = []
         func flushSeeks() {
             guard !seeks.isEmpty else { return }
+            let refused: [(position: TopicPartitionOffset, error: KafkaError)]
             do {
-                try consumer.seek(seeks, timeoutMs: 5000)
+                refused = try consumer.seek(seeks, timeoutMs: 5000)
             } catch {
-                logger.warning("seek failed", metadata: ["error": "\(error)", "positions": "\(seeks.map { "\($0.partition)@\($0.offset)" })"])
+                refused = seeks.map { ($0, error) }
             }
             seeks.removeAll()
+            guard !refused.isEmpty else { return }
+            for r in refused { book.seekFailed(partition: r.position.partition) }
+            logger.log(level: positionRetry.attempts == 0 ? .warning : .debug,
+                       "seek refused by librdkafka: the partition reads nothing until it is sought again", metadata: [
+                           "positions": "\(refused.map { "\($0.position.partition)@\($0.position.offset)" })",
+                           "error": "\(refused[0].error)"])
         }
         func tpo(_ p: Int32, _ offset: Int64 = 0) -> TopicPartitionOffset {
             TopicPartitionOffset(topic: settings.topic, partition: p, offset: offset)
         }
         for action in actions {
             switch action {
-            case .seek(let p, let target):
-                switch target {
-                case .beginning: seeks.append(tpo(p, TopicPartitionOffset.beginning))
-                case .offset(let n): seeks.append(tpo(p, n))
-                }
+            case .seek(let p, .offset(let n)):
+                seeks.append(tpo(p, n))
             case .pause(let parts):
                 flushSeeks()
                 consumer.pause(parts.map { tpo($0) })
@@ -143,6 +150,13 @@ extension RegionPipeline {
             }
         }
         flushSeeks()
+    }
+
+    /// Seeks the partitions whose seek librdkafka refused again, when the timer says so.
+    func retryPositioning(_ consumer: KafkaConsumer) {
+        guard positionRetry.due(needed: book.needsPositioning) else { return }
+        perform(book.retryPositioning(), consumer)
+        if !book.needsPositioning { positionRetry.reset() }
     }
 
     // MARK: - Positions from the region's stored offsets
@@ -213,7 +227,10 @@ extension RegionPipeline {
             status.assignment(region: settings.region, pipeline: settings.loopName, assigned: parts.map(\.partition))
             logger.info("partitions assigned (paused until their stored offsets are read)",
                         metadata: ["partitions": "\(parts.map(\.partition).sorted())"])
-            return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.storedOffset) }
+            // Started at once at the partition's beginning, never at the group's committed offset:
+            // librdkafka would start those only once the coordinator answers, refusing every
+            // seek until then. The loop seeks them where the region's database says.
+            return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.beginning) }
         }
     }
 }

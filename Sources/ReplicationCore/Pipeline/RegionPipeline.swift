@@ -43,6 +43,8 @@ public final class RegionPipeline: @unchecked Sendable {
     var lastResolveWarning: ContinuousClock.Instant?
     /// Records with Kafka metadata the daemon cannot use as is, since the last warning about them.
     var metadataWarnings = MetadataWarnings()
+    /// When partitions whose seek librdkafka refused are sought again (``PartitionBookkeeping/retryPositioning()``).
+    var positionRetry = RetryTimer()
 
     public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger) {
         self.settings = settings
@@ -103,7 +105,7 @@ public final class RegionPipeline: @unchecked Sendable {
         }
         while !stopping {
             try fillBatch(consumer)
-            if book.pending.isEmpty { continue }
+            if book.pending.isEmpty && !book.hasProgressWithoutRecords { continue }
             try applyPending(consumer)
             logProgressIfDue()
         }
@@ -122,7 +124,7 @@ public final class RegionPipeline: @unchecked Sendable {
         init(_ records: [KafkaRecord], book: PartitionBookkeeping) {
             self.records = records
             decoded = records.map { r in DecodedRecord(record: r, event: EventDecoder.decode(r.value)) }
-            progress = RegionPipeline.progress(of: records)
+            progress = book.progress(forFirst: records.count)
             expected = book.expectedStored(for: progress.map(\.partition))
         }
     }
@@ -132,7 +134,7 @@ public final class RegionPipeline: @unchecked Sendable {
     /// this loop performs its decision.
     private func applyPending(_ consumer: KafkaConsumer) throws {
         policy.startApplying()
-        while !book.pending.isEmpty && !stopping {
+        while (!book.pending.isEmpty || book.hasProgressWithoutRecords) && !stopping {
             // Liveness is "the loop is making attempts", on every path (halving included): one
             // attempt takes at most a reconnect and one answer, within the heartbeat timeout.
             heartbeat()
@@ -194,6 +196,7 @@ public final class RegionPipeline: @unchecked Sendable {
             heartbeat()
             try take(consumer.pollBatch(maxRecords: 500, timeoutMs: 100), consumer)
             resolvePositions(consumer)
+            retryPositioning(consumer)
         }
         if stopping {
             logger.notice("stopping: abandoning the uncommitted batch (it is re-read on restart)",

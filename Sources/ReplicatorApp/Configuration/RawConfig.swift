@@ -61,6 +61,8 @@ struct RawConfig {
         "group.instance.id": "each region's consumer gets \"<group_instance_id>.<region>\" (set kafka.group_instance_id)",
         "enable.auto.commit": "offsets are committed after each region's database commit",
         "enable.auto.offset.store": "offsets are stored after each region's database commit",
+        "isolation.level": "only committed transactional records are applied (read_committed)",
+        "enable.partition.eof": "each region's consumer needs the ends of partitions to store offsets past transaction markers",
         "bootstrap.servers": "set kafka.brokers",
         "metadata.broker.list": "set kafka.brokers",
     ]

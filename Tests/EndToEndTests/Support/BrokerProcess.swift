@@ -8,7 +8,7 @@ final class BrokerProcess: @unchecked Sendable {
     let bootstrap: String
     let logPath: String
 
-    init(topic: String, partitions: Int, dir: String) throws {
+    init(topic: String, partitions: Int, dir: String, environment: [String: String] = [:]) throws {
         let tool = TestEnvironment.binDir + "/rr-devtool"
         guard FileManager.default.isExecutableFile(atPath: tool) else {
             throw TestSetupError("no rr-devtool binary at \(tool): run `swift build` or `bash scripts/test`")
@@ -16,7 +16,8 @@ final class BrokerProcess: @unchecked Sendable {
         let bootstrapFile = dir + "/bootstrap"
         let logPath = dir + "/broker.log"
         let child = try ChildProcess(tool, ["broker", "--brokers", "3", "--topic", topic, "--partitions", String(partitions),
-                                            "--bootstrap-file", bootstrapFile], outputPath: logPath)
+                                            "--bootstrap-file", bootstrapFile], outputPath: logPath,
+                                 environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
         var found = ""
         do {
             try waitUntil("the broker process to write \(bootstrapFile)", timeout: .seconds(30)) {

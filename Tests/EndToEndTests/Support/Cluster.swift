@@ -14,12 +14,14 @@ final class TestCluster: @unchecked Sendable {
     private var producerHandle: KafkaProducer?
     var producer: KafkaProducer { producerHandle! }
 
-    init(partitions: Int = 6, standaloneIn dir: String? = nil) throws {
+    /// - Parameter brokerEnvironment: more environment variables of the standalone broker
+    ///   process (e.g. `LD_LIBRARY_PATH` to run it on a newer librdkafka's mock cluster).
+    init(partitions: Int = 6, standaloneIn dir: String? = nil, brokerEnvironment: [String: String] = [:]) throws {
         topic = "chat.messages"
         self.partitions = partitions
         if let dir {
             inProcess = nil
-            process = try BrokerProcess(topic: topic, partitions: partitions, dir: dir)
+            process = try BrokerProcess(topic: topic, partitions: partitions, dir: dir, environment: brokerEnvironment)
             bootstrap = process!.bootstrap
         } else {
             let cluster = try KafkaMockCluster(brokers: 3)
@@ -35,6 +37,11 @@ final class TestCluster: @unchecked Sendable {
 
     // The producer goes first, so it does not log the brokers vanishing under it.
     deinit { producerHandle = nil }
+
+    /// Delays every response of every in-process broker by `milliseconds` (0: none).
+    func setRoundTripTime(milliseconds: Int) {
+        for id in 1...Int32(3) { inProcess?.setRoundTripTime(id, milliseconds: milliseconds) }
+    }
 
     func produce(_ events: [Workload.Event]) throws {
         for e in events {
@@ -78,7 +85,7 @@ final class Harness: @unchecked Sendable {
     init(regions: [String] = ["us-east-1", "eu-west-1", "ap-southeast-1"], maxBatchEvents: Int = 500,
          extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false,
          kafkaProperties: [String: String] = Harness.fastGroupProperties,
-         applyConfig: String = "", setupSQL: String? = nil) throws {
+         applyConfig: String = "", setupSQL: String? = nil, brokerEnvironment: [String: String] = [:]) throws {
         self.regions = regions
         dbs = try RegionDatabases(regions: regions)
         if let setupSQL {
@@ -90,7 +97,8 @@ final class Harness: @unchecked Sendable {
         }
         dir = NSTemporaryDirectory() + "rr-e2e-" + dbs.database
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        cluster = try TestCluster(partitions: partitions, standaloneIn: standaloneBroker ? dir : nil)
+        cluster = try TestCluster(partitions: partitions, standaloneIn: standaloneBroker ? dir : nil,
+                                  brokerEnvironment: brokerEnvironment)
         configPath = dir + "/config.yaml"
         var yaml = """
             kafka:
