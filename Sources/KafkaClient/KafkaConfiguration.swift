@@ -33,6 +33,8 @@ public struct KafkaConfiguration: Sendable {
                 throw KafkaError(code: .invalidConfiguration, message: "property \"\(name)\": \(why)")
             }
         }
+        // A refused broker certificate is logged with the reason (expired, wrong host, unknown CA).
+        CertificateVerification.install(on: conf)
         return conf
     }
 

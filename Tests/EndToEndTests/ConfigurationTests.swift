@@ -26,6 +26,8 @@ struct ConfigurationTests {
             ("unsafe table name", validRegion + "\napply:\n  table: \"messages; DROP TABLE x\"\n", "apply.table"),
             ("nested unknown key", validRegion + "\n    port: 5432\n", "regions[0].port"),
             ("misspelt librdkafka property", "kafka:\n  properties:\n    sasl.pasword: x\n" + validRegion, "kafka.properties.sasl.pasword"),
+            ("a SASL password in the file itself", "kafka:\n  properties:\n    sasl.password: x\n" + validRegion, "kafka.sasl_password_file"),
+            ("a missing SASL password file", "kafka:\n  sasl_password_file: /nonexistent/kafka-sasl\n" + validRegion, "kafka.sasl_password_file"),
           ])
     func badConfigurationExits78(_ c: (name: String, yaml: String, key: String)) throws {
         try TestEnvironment.requireBinary()
@@ -52,11 +54,14 @@ struct ConfigurationTests {
         try TestEnvironment.requireBinary()
         let secret = "s3cr3t-Hunter2-\(UUID().uuidString.prefix(8))"
         let port = try freeLoopbackPort()
+        let saslFile = NSTemporaryDirectory() + "rr-kafka-sasl-\(UUID().uuidString)"
+        try "\(secret)-kafka\n".write(toFile: saslFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: saslFile) }
         let path = try write("""
             kafka:
               brokers: "127.0.0.1:\(port)"
+              sasl_password_file: \(saslFile)
               properties:
-                sasl.password: "\(secret)-kafka"
                 socket.timeout.ms: "2000"
             regions:
               - name: eu-west-1

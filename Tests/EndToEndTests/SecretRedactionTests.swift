@@ -23,6 +23,9 @@ struct SecretRedactionTests {
         // Trust authentication ignores the passwords, so the two regions really work.
         try "postgresql://postgres:\(secrets["credential"]!)@127.0.0.1:\(server.port)/\(dbs.database)?connect_timeout=5\n"
             .write(toFile: credentials + "/eu-west-1", atomically: true, encoding: .utf8)
+        // Kafka's secrets come from credentials too.
+        try (secrets["sasl"]! + "\n").write(toFile: credentials + "/kafka-sasl-password", atomically: true, encoding: .utf8)
+        try (secrets["tls"]! + "\n").write(toFile: credentials + "/kafka-key-password", atomically: true, encoding: .utf8)
         let closedPort = try freeLoopbackPort()
         let httpPort = try freeLoopbackPort()
         let config = dir + "/config.yaml"
@@ -31,11 +34,11 @@ struct SecretRedactionTests {
               brokers: "\(cluster.bootstrap)"
               topic: \(cluster.topic)
               group_prefix: rr-secrets
+              sasl_password_file: kafka-sasl-password
+              ssl_key_password_file: kafka-key-password
               properties:
                 log_level: "7"
                 sasl.username: region-replicator
-                sasl.password: "\(secrets["sasl"]!)"
-                ssl.key.password: "\(secrets["tls"]!)"
             regions:
               - name: us-east-1
                 dsn: "\(dbs.conninfo("us-east-1")) password=\(secrets["dsn"]!)"

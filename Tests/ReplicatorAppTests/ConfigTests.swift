@@ -131,7 +131,7 @@ struct ConfigTests {
               group_prefix: rr
               properties:
                 security.protocol: SASL_SSL
-                sasl.password: s3cret-kafka
+                sasl.oauthbearer.config: s3cret-kafka
                 linger.ms: 5
                 enable.idempotence: true
                 client.id: 1.50
@@ -153,7 +153,7 @@ struct ConfigTests {
         #expect(config.kafka.topic == "chat_events.v2")
         #expect(config.kafka.groupPrefix == "rr")
         #expect(config.kafka.properties == [
-            "security.protocol": "SASL_SSL", "sasl.password": "s3cret-kafka", "linger.ms": "5",
+            "security.protocol": "SASL_SSL", "sasl.oauthbearer.config": "s3cret-kafka", "linger.ms": "5",
             "enable.idempotence": "true", "client.id": "1.50", "acks": "all",
         ])
         #expect(config.consumerGroup(for: config.regions[0]) == "rr.a.b_c-1")
@@ -661,23 +661,27 @@ struct ManagedKafkaPropertyTests {
         }
     }
 
-    @Test("A SASL_SSL client configuration as in docs/security.md is accepted verbatim")
+    @Test("A SASL_SSL client configuration as in docs/security.md is accepted verbatim, its password from a credential")
     func saslSSLExampleIsAccepted() throws {
+        let credentials = try ConfigTests().temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: credentials) }
+        try "change-me\n".write(to: credentials.appendingPathComponent("region-replicator_kafka-sasl-password"), atomically: true, encoding: .utf8)
         let config = try ReplicatorConfig.parse(yaml: """
             kafka:
               brokers: "kafka-1.example.net:9093,kafka-2.example.net:9093"
+              sasl_password_file: region-replicator_kafka-sasl-password   # /etc/region-replicator/credentials/kafka-sasl-password
               properties:
                 security.protocol: SASL_SSL
                 sasl.mechanisms: SCRAM-SHA-512
                 sasl.username: region-replicator
-                sasl.password: "change-me"
                 ssl.ca.location: /etc/region-replicator/kafka-ca.pem
                 ssl.endpoint.identification.algorithm: https
             regions:
               - name: eu-west-1
                 dsn: "host=h dbname=d"
-            """, path: "/etc/rr.yaml", environment: [:])
+            """, path: "/etc/rr.yaml", environment: ["CREDENTIALS_DIRECTORY": credentials.path])
         #expect(config.kafka.properties["sasl.mechanisms"] == "SCRAM-SHA-512")
+        #expect(config.kafka.properties["sasl.password"] == "change-me")
         #expect(config.kafka.properties.count == 6)
     }
 }

@@ -97,7 +97,7 @@ struct DocsTests {
     func managedPropertiesMatchTheLoader() throws {
         let text = try Self.read("docs/configuration.md")
         let documented = Set(Markdown.firstColumn(ofTablesUnder: "### `kafka.properties`", in: text, allCodeSpans: true))
-        #expect(documented == Set(RawConfig.managedKafkaProperties.keys))
+        #expect(documented == Set(RawConfig.managedKafkaProperties.keys).union(RawConfig.secretKafkaProperties.keys))
     }
 
     @Test("every repository path README.md and docs/*.md name in code spans exists")

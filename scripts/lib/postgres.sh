@@ -14,8 +14,9 @@
 # Messages go to stderr; only results (a port, a path) go to stdout.
 
 # prometheus: promtool and a real server for the metrics tests; systemd: systemd-analyze for the unit tests;
-# openssl: the certificates of the Postgres-over-TLS tests.
-RR_DEB_PACKAGES=(librdkafka-dev libpq-dev postgresql postgresql-contrib kcat python3-venv prometheus systemd openssl)
+# openssl: the certificates of the Postgres- and Kafka-over-TLS tests; stunnel4: the TLS listener in
+# front of the Kafka TLS tests' broker.
+RR_DEB_PACKAGES=(librdkafka-dev libpq-dev postgresql postgresql-contrib kcat python3-venv prometheus systemd openssl stunnel4)
 
 rr_log() { printf '%s\n' "$*" >&2; }
 rr_die() { printf 'error: %s\n' "$*" >&2; return 1; }

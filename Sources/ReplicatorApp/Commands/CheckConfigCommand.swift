@@ -40,6 +40,8 @@ struct CheckConfig: AsyncParsableCommand {
                 let n = try consumer.partitionCount(topic: config.kafka.topic, timeoutMs: Int32(timeout * 1000))
                 return "ok (topic \(config.kafka.topic): \(n) partitions)"
             } catch {
+                // A TLS or SASL problem in one line naming the cause; librdkafka's wording is in the debug log.
+                if let reason = trail.reason(for: error) { return "UNREACHABLE: \(reason)" }
                 guard let cause = trail.rootCause else { return "UNREACHABLE: \(error)" }
                 return "UNREACHABLE: \(cause) (\(error))"
             }

@@ -38,9 +38,20 @@ extension RawConfig {
                 throw fail(id.key, "invalid group instance id \(quoted(id.value)): 1 to 200 letters, digits, '.', '_' or '-' (each region's consumer gets \"<id>.<region>\")")
             }
         }
+        // Secrets from files: their text is the value, less the line break an editor or `echo` adds.
+        var kafkaProperties = properties
+        for (passwordFile, property) in [(saslPasswordFile, "sasl.password"), (sslKeyPasswordFile, "ssl.key.password")] {
+            guard let passwordFile else { continue }
+            var password = try Self.readCredentialFile(passwordFile, configFile: file, environment: environment)
+            while let last = password.last, last == "\n" || last == "\r\n" || last == "\r" { password.removeLast() }
+            if password.isEmpty {
+                throw fail(passwordFile.key, "\(Self.resolve(passwordFile.value, configFile: file, environment: environment)) is empty; expected a password")
+            }
+            kafkaProperties[property] = password
+        }
         let kafka = ReplicatorConfig.Kafka(
             brokers: brokers.value, topic: topic.value, groupPrefix: groupPrefix.value,
-            groupInstanceID: groupInstanceID?.value, properties: properties)
+            groupInstanceID: groupInstanceID?.value, properties: kafkaProperties)
 
         // regions
         guard let rawRegions = regions else {
@@ -147,29 +158,41 @@ extension RawConfig {
     private static func readDSNFile(
         _ dsnFile: Sourced<String>, configFile: String, environment: [String: String]
     ) throws(ConfigError) -> String {
-        let given = dsnFile.value
-        if given.isEmpty { throw ConfigError(file: configFile, key: dsnFile.key, message: "must not be empty") }
-        let resolved: String
-        if given.hasPrefix("/") {
-            resolved = given
-        } else if let credentials = environment["CREDENTIALS_DIRECTORY"], !credentials.isEmpty {
-            resolved = credentials.hasSuffix("/") ? credentials + given : credentials + "/" + given
-        } else {
-            let directory = configFile.lastIndex(of: "/").map { String(configFile[...$0]) } ?? ""
-            resolved = directory + given
+        let dsn = try readCredentialFile(dsnFile, configFile: configFile, environment: environment)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        if dsn.isEmpty {
+            throw ConfigError(file: configFile, key: dsnFile.key, message: "\(resolve(dsnFile.value, configFile: configFile, environment: environment)) is empty; expected a DSN")
         }
+        return dsn
+    }
+
+    /// The path of a credential file named in the configuration: an absolute path as is, a
+    /// relative one against `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`) when set, else
+    /// against the configuration file's directory.
+    static func resolve(_ given: String, configFile: String, environment: [String: String]) -> String {
+        if given.hasPrefix("/") { return given }
+        if let credentials = environment["CREDENTIALS_DIRECTORY"], !credentials.isEmpty {
+            return credentials.hasSuffix("/") ? credentials + given : credentials + "/" + given
+        }
+        let directory = configFile.lastIndex(of: "/").map { String(configFile[...$0]) } ?? ""
+        return directory + given
+    }
+
+    /// Reads a file holding a secret (a DSN, a password): at most 64 KiB of UTF-8 without NUL.
+    /// Errors name the key and the path, never the content.
+    static func readCredentialFile(
+        _ credentialFile: Sourced<String>, configFile: String, environment: [String: String]
+    ) throws(ConfigError) -> String {
+        func fail(_ message: String) -> ConfigError { ConfigError(file: configFile, key: credentialFile.key, message: message) }
+        if credentialFile.value.isEmpty { throw fail("must not be empty") }
+        let resolved = resolve(credentialFile.value, configFile: configFile, environment: environment)
         switch readFile(atPath: resolved, limit: 64 * 1024) {
         case .failure(let why):
-            throw ConfigError(file: configFile, key: dsnFile.key, message: "cannot read \(resolved): \(why)")
+            throw fail("cannot read \(resolved): \(why)")
         case .success(let bytes):
-            guard let text = String(validating: bytes, as: UTF8.self) else {
-                throw ConfigError(file: configFile, key: dsnFile.key, message: "\(resolved) is not valid UTF-8")
-            }
-            let dsn = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            if dsn.isEmpty {
-                throw ConfigError(file: configFile, key: dsnFile.key, message: "\(resolved) is empty; expected a DSN")
-            }
-            return dsn
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw fail("\(resolved) is not valid UTF-8") }
+            if bytes.contains(0) { throw fail("\(resolved) contains a NUL byte") }
+            return text
         }
     }
 }

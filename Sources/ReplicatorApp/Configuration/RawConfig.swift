@@ -32,6 +32,9 @@ struct RawConfig {
     var groupPrefix: Sourced<String>?
     var groupInstanceID: Sourced<String>?
     var properties: [String: String] = [:]
+    /// `kafka.sasl_password_file`, `kafka.ssl_key_password_file`: files holding secrets.
+    var saslPasswordFile: Sourced<String>?
+    var sslKeyPasswordFile: Sourced<String>?
     var regions: Sourced<[RawRegion]>?
     var table: Sourced<String>?
     var maxBatchEvents: Sourced<Int>?
@@ -52,7 +55,15 @@ struct RawConfig {
     var verify = RawVerify()
 
     static let topKeys = ["kafka", "regions", "apply", "http", "log", "verify"]
-    static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "properties"]
+    static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "sasl_password_file",
+                            "ssl_key_password_file", "properties"]
+
+    /// Secret librdkafka properties that come from a file (a systemd credential), never from the
+    /// configuration file itself: the property and the key naming its file.
+    static let secretKafkaProperties: [String: String] = [
+        "sasl.password": "kafka.sasl_password_file",
+        "ssl.key.password": "kafka.ssl_key_password_file",
+    ]
 
     /// librdkafka properties the replication guarantees depend on (offsets live in each region's
     /// database and are committed to Kafka only after the database commit).
@@ -171,6 +182,8 @@ struct RawConfig {
             case "group_instance_id":
                 if e.node.isNullScalar { continue }
                 groupInstanceID = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+            case "sasl_password_file": saslPasswordFile = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+            case "ssl_key_password_file": sslKeyPasswordFile = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
             default:
                 if e.node.isNullScalar { continue }
                 guard case .mapping(let mapping) = e.node else {
@@ -187,6 +200,10 @@ struct RawConfig {
                     }
                     if let why = Self.managedKafkaProperties[keyScalar.string] {
                         throw walker.error(propertyKey, "is set by region-replicator itself and cannot be overridden: \(why)")
+                    }
+                    if let fileKey = Self.secretKafkaProperties[keyScalar.string] {
+                        throw walker.error(propertyKey, "a secret does not belong in the configuration file: put it in a file "
+                            + "of its own (a systemd credential) and name that file in \(fileKey)")
                     }
                     // librdkafka itself judges each property, here at load time, so that a misspelt
                     // one stops every command with exit 78 naming it (not only those that connect to

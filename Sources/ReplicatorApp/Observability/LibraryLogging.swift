@@ -23,14 +23,15 @@ enum LibraryLogging {
 /// says little: a metadata request fails with `Local: Broker transport failure`, while the line
 /// librdkafka logged says `Failed to resolve 'kafka.invalid:9092': Name or service not known`.
 final class KafkaErrorTrail: Sendable {
-    private let lines = Mutex<[(facility: String, message: String)]>([])
+    private let lines = Mutex<[KafkaFailureReason.Line]>([])
 
-    /// Keeps `message` if it is an error (syslog level 3 or more severe); at most 20, no repeats.
+    /// Keeps `message` if it is an error (syslog level 3 or more severe), or librdkafka's
+    /// warning that an encrypted key has no passphrase; at most 20, no repeats.
     func record(level: Int32, facility: String, message: String) {
-        guard level <= 3 else { return }
+        guard level <= 3 || facility == "SSLPASSWD" else { return }
         lines.withLock { lines in
             guard lines.count < 20, !lines.contains(where: { $0.message == message }) else { return }
-            lines.append((facility, message))
+            lines.append((level, facility, message))
         }
     }
 
@@ -38,7 +39,14 @@ final class KafkaErrorTrail: Sendable {
     /// error line; `nil` when none was logged.
     var rootCause: String? {
         lines.withLock { lines in
-            (lines.first { $0.facility == "FAIL" } ?? lines.first)?.message
+            let errors = lines.filter { $0.level <= 3 }
+            return (errors.first { $0.facility == "FAIL" } ?? errors.first)?.message
         }
+    }
+
+    /// The cause in the configuration's terms when it is a TLS or SASL problem
+    /// (``KafkaFailureReason``), given the error the client returned.
+    func reason(for error: any Error) -> String? {
+        KafkaFailureReason.reason(lines: lines.withLock { $0 }, error: "\(error)")
     }
 }
