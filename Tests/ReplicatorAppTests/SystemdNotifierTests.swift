@@ -61,6 +61,17 @@ final class DatagramSocket: @unchecked Sendable {
         return out
     }
 
+    /// Every datagram until those received so far satisfy `done`, or `timeout` passes (a
+    /// deadline for a condition, not a window: a loaded machine only makes it slower).
+    func receiveAll(until done: ([String]) -> Bool, timeout: Duration) -> [String] {
+        let end = ContinuousClock.now + timeout
+        var out: [String] = []
+        while !done(out), case let left = end - ContinuousClock.now, left > .zero {
+            if let m = receive(timeout: left) { out.append(m) }
+        }
+        return out
+    }
+
     /// Receives until a datagram satisfies `predicate` (returned) or `timeout` passes (nil);
     /// the datagrams passed over are appended to `skipped`.
     func receive(until predicate: (String) -> Bool, timeout: Duration, skipped: inout [String]) -> String? {

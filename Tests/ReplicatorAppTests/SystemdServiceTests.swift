@@ -126,7 +126,9 @@ struct SystemdServiceTests {
             tasks.addTask { try await group.run() }
 
             // Not ready: status and watchdog pings (the loops are alive), no READY=1.
-            let early = await onThread { socket.receiveAll(for: .milliseconds(800)) }
+            let early = await onThread {
+                socket.receiveAll(until: { $0.filter { $0 == "WATCHDOG=1" }.count >= 2 }, timeout: .seconds(10))
+            }
             #expect(early.first?.hasPrefix("STATUS=starting") == true, "\(early)")
             #expect(early.filter { $0 == "WATCHDOG=1" }.count >= 2, "\(early)")
             #expect(!early.contains { $0.hasPrefix("READY=1") })
@@ -134,13 +136,17 @@ struct SystemdServiceTests {
             makeReady(status)
             let ready = await onThread {
                 var skipped: [String] = []
-                return socket.receive(until: { $0.hasPrefix("READY=1") }, timeout: .seconds(2), skipped: &skipped)
+                return socket.receive(until: { $0.hasPrefix("READY=1") }, timeout: .seconds(10), skipped: &skipped)
             }
             #expect(ready == "READY=1\nSTATUS=ready; us-east-1 up lag 0 events 0.0s; eu-west-1 up lag 0 events 0.0s")
 
             // A loop stuck beyond its own timeout: pings stop after the status says so.
             status.heartbeat(region: "us-east-1", loop: "pipeline", timeout: .milliseconds(1))
-            let stalled = await onThread { socket.receiveAll(for: .seconds(1)) }
+            // Wait (with a deadline) for the status that says so, then watch one more second.
+            let stalled = await onThread {
+                socket.receiveAll(until: { $0.contains { $0.contains("STALLED us-east-1/pipeline") } }, timeout: .seconds(10))
+                    + socket.receiveAll(for: .seconds(1))
+            }
             let mark = stalled.firstIndex { $0.contains("STALLED us-east-1/pipeline") }
             #expect(mark != nil, "\(stalled)")
             if let mark { #expect(!stalled[mark...].contains("WATCHDOG=1"), "\(stalled)") }
@@ -148,14 +154,14 @@ struct SystemdServiceTests {
             status.heartbeat(region: "us-east-1", loop: "pipeline", timeout: .seconds(60))
             let resumed = await onThread {
                 var skipped: [String] = []
-                return socket.receive(until: { $0 == "WATCHDOG=1" }, timeout: .seconds(1), skipped: &skipped)
+                return socket.receive(until: { $0 == "WATCHDOG=1" }, timeout: .seconds(10), skipped: &skipped)
             }
             #expect(resumed != nil, "pings resume once the loop reports again")
 
             await group.triggerGracefulShutdown()
             let stopping = await onThread {
                 var skipped: [String] = []
-                return socket.receive(until: { $0.hasPrefix("STOPPING=1") }, timeout: .seconds(2), skipped: &skipped)
+                return socket.receive(until: { $0.hasPrefix("STOPPING=1") }, timeout: .seconds(10), skipped: &skipped)
             }
             #expect(stopping?.hasPrefix("STOPPING=1\nSTATUS=stopping;") == true)
             try await tasks.waitForAll()
