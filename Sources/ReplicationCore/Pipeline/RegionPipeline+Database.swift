@@ -63,6 +63,7 @@ extension RegionPipeline {
             c.close()
             throw PipelineError(description: "region \(settings.region) is not migrated (missing: \(missing.joined(separator: ", "))); run `region-replicator migrate`")
         }
+        if let p = try Schema.versionProblem(c, table: settings.table, region: settings.region) { c.close(); throw PipelineError(description: "region \(settings.region): \(p)") }
         // The messages table itself: mapped columns, types, the unique index on the id column.
         let problems = try Schema.inspect(c, table: settings.table, columns: settings.columns)
         if !problems.isEmpty {

@@ -103,7 +103,7 @@ public struct ReplaySummary: Sendable {
 
 /// Why a replay could not run.
 public struct ReplayError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable { case usage, kafkaUnavailable, regionUnavailable, failed }
+    public enum Kind: Sendable { case usage, kafkaUnavailable, regionUnavailable, failed, schemaVersion }
     public var kind: Kind
     public var description: String
 

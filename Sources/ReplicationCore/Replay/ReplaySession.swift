@@ -21,6 +21,10 @@ struct ReplaySession {
                 c.close()
                 throw ReplayError(.failed, "region \(request.region) is not migrated (missing: \(missing.joined(separator: ", "))): run `region-replicator migrate --region \(request.region)`")
             }
+            if let p = try Schema.versionProblem(c, table: request.table, region: request.region) {
+                c.close()
+                throw ReplayError(.schemaVersion, "region \(request.region): \(p)")
+            }
             db = c
         } catch let e as ReplayError {
             throw e

@@ -46,13 +46,17 @@ final class RegionFanOut: @unchecked Sendable {
         }
         connections = conns
         for (i, c) in conns.enumerated() {
-            let missing: [String]
-            do { (missing, bookkeeping[i]) = try Schema.check(c, table: table) } catch {
+            let missing: [String], version: String?
+            do {
+                (missing, bookkeeping[i]) = try Schema.check(c, table: table)
+                version = try Schema.versionProblem(c, table: table, region: targets[i].region)
+            } catch {
                 throw VerifyError(.regionUnavailable, "region \(targets[i].region): \(error)")
             }
             if !missing.isEmpty {
                 throw VerifyError(.failed, "region \(targets[i].region) is not migrated (missing: \(missing.joined(separator: ", "))): run `region-replicator migrate --region \(targets[i].region)`")
             }
+            if let version { throw VerifyError(.schemaVersion, "region \(targets[i].region): \(version)") }
         }
     }
 

@@ -44,7 +44,7 @@ public struct VerifyOptions: Sendable {
 
 /// Why a verification could not run.
 public struct VerifyError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable { case regionUnavailable, failed }
+    public enum Kind: Sendable { case regionUnavailable, failed, schemaVersion }
     public var kind: Kind
     public var description: String
 

@@ -59,6 +59,9 @@ struct CheckConfig: AsyncParsableCommand {
                     if !missing.isEmpty {
                         return ("ok, NOT MIGRATED (missing \(missing.joined(separator: ", "))): run `region-replicator migrate`", [], warnings)
                     }
+                    if let p = try Schema.versionProblem(db, table: config.apply.table, region: r.name) {
+                        return ("ok", [Schema.TableProblem(message: p, fix: nil)], warnings)
+                    }
                     let problems = try Schema.inspect(db, table: config.apply.table, columns: config.apply.columns)
                     return ("ok", problems, warnings)
                 } catch {

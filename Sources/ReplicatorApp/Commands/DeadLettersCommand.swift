@@ -31,14 +31,23 @@ struct DeadLetterTarget: ParsableArguments {
 
     /// Connects to the region, or exits 69 saying which region could not be reached.
     static func connect(_ config: ReplicatorConfig, _ region: ReplicatorConfig.Region, purpose: String) async throws -> PostgresConnection {
+        let table = config.apply.table
+        let (db, problem): (PostgresConnection, String?)
         do {
-            return try await BlockingThread.run(name: "dead-letters") {
-                try PostgresConnection(conninfo: region.dsn.value, applicationName: "region-replicator dead-letters \(purpose)")
+            (db, problem) = try await BlockingThread.run(name: "dead-letters") {
+                let db = try PostgresConnection(conninfo: region.dsn.value, applicationName: "region-replicator dead-letters \(purpose)")
+                do { return (db, try Schema.versionProblem(db, table: table, region: region.name)) } catch { db.close(); throw error }
             }
         } catch {
             printError(Redactor(config: config)("region \(region.name) (\(PostgresConnection.describe(region.dsn.value))): \(error)"))
             throw ExitCode.unavailable
         }
+        if let problem {
+            db.close()
+            printError("region \(region.name): \(problem)")
+            throw ExitCode.configuration
+        }
+        return db
     }
 }
 

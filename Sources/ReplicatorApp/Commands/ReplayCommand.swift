@@ -114,6 +114,7 @@ struct Replay: AsyncParsableCommand {
             case .usage: throw ExitCode.usage
             case .kafkaUnavailable, .regionUnavailable: throw ExitCode.unavailable
             case .failed: throw ExitCode.failure
+            case .schemaVersion: throw ExitCode.configuration
             }
         case .success(let summary):
             for note in summary.notes where !note.hasPrefix("fallback:") { print(redact(note)) }

@@ -77,7 +77,11 @@ struct Verify: AsyncParsableCommand {
         switch result {
         case .failure(let error):
             printError(redact("verify: \(error)"))
-            throw error.kind == .failed ? ExitCode.failure : ExitCode.unavailable
+            switch error.kind {
+            case .failed: throw ExitCode.failure
+            case .schemaVersion: throw ExitCode.configuration
+            case .regionUnavailable: throw ExitCode.unavailable
+            }
         case .success(let (outcome, repaired)):
             let report = VerifyReport(outcome, regions: regions.map(\.name), repair: repaired, dryRun: dryRun, session: session)
             if json {

@@ -29,6 +29,7 @@ public enum MetricsSetup {
         MetricName.lastApply: "Unix time of the region's last committed batch (0: none since start).",
         MetricName.lagSampleTimestamp: "Unix time the high watermarks behind the region's lag figures were last read (0: never).",
         MetricName.applyRetries: "Transient apply failures retried for the region.",
+        MetricName.schemaCompatible: "1 when the schema version recorded in the region's replicator_schema is one this release runs against, 0 when the region is refused for it.",
         MetricName.buildInfo: "Always 1; the version label is the running region-replicator version.",
         MetricName.divergentRows: "Rows and tombstones of the region that differ from the other regions and persisted after every region applied the events in flight (continuous verification; sum of the latest result of every slice).",
         MetricName.verifyLastFullPass: "Unix time continuous verification last finished a full pass over the key space (0: none yet).",
