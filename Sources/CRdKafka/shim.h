@@ -41,3 +41,19 @@ static inline rd_kafka_resp_err_t rr_kafka_produce_headers(rd_kafka_t *rk, const
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) rd_kafka_headers_destroy(hdrs);
     return err;
 }
+
+// The same with a per-message opaque (returned in the delivery report): the idempotent
+// producer's token, so that an acknowledgement names the record it acknowledges.
+static inline rd_kafka_resp_err_t rr_kafka_produce_opaque(rd_kafka_t *rk, const char *topic,
+                                                          const void *key, size_t key_len,
+                                                          const void *value, size_t value_len,
+                                                          int64_t timestamp_ms, void *opaque) {
+    return rd_kafka_producev(rk,
+                             RD_KAFKA_V_TOPIC(topic),
+                             RD_KAFKA_V_KEY(key, key_len),
+                             RD_KAFKA_V_VALUE((void *)value, value_len),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_TIMESTAMP(timestamp_ms),
+                             RD_KAFKA_V_OPAQUE(opaque),
+                             RD_KAFKA_V_END);
+}

@@ -1,18 +1,47 @@
 internal import CRdKafka
 import Foundation
 
-/// A librdkafka producer, used by the development tool and the tests.
+/// A librdkafka producer: the development tool's and the tests' (``produce(topic:partition:key:value:timestampMs:)``),
+/// and capture's idempotent one with delivery reports (``init(idempotent:)``,
+/// ``enqueue(topic:key:value:timestampMs:token:)``, ``pollDeliveries(timeoutMs:)``).
 ///
 /// - Important: ``produce(topic:partition:key:value:timestampMs:)`` may block while the local
 ///   queue is full; call from a thread you can block.
 public final class KafkaProducer: @unchecked Sendable {
     // @unchecked Sendable: rd_kafka_t producer handles are thread-safe.
     private let handle: OpaquePointer
+    /// Delivery reports of records enqueued with a token (``init(idempotent:)`` only).
+    private let reports: DeliveryReports?
 
-    public init(configuration: KafkaConfiguration) throws(KafkaError) {
+    public convenience init(configuration: KafkaConfiguration) throws(KafkaError) {
+        try self.init(configuration, reports: nil)
+    }
+
+    /// An idempotent producer (`enable.idempotence`: acks from all in-sync replicas, no
+    /// duplicates or reordering from its own retries, per partition) that reports the delivery
+    /// of every record enqueued with a token. `configuration`'s properties come first, so
+    /// idempotence cannot be turned off.
+    public convenience init(idempotent configuration: KafkaConfiguration) throws(KafkaError) {
+        var conf = configuration
+        conf.set("enable.idempotence", "true")
+        try self.init(conf, reports: DeliveryReports())
+    }
+
+    private init(_ configuration: KafkaConfiguration, reports: DeliveryReports?) throws(KafkaError) {
+        self.reports = reports
         var conf = KafkaConfiguration([("linger.ms", "5"), ("message.max.bytes", "16000000")])
         for (k, v) in configuration.properties { conf.set(k, v) }
         let raw = try conf.makeConf()
+        if let reports {
+            rd_kafka_conf_set_opaque(raw, Unmanaged.passUnretained(reports).toOpaque())
+            rd_kafka_conf_set_dr_msg_cb(raw) { _, message, opaque in
+                guard let message, let opaque else { return }
+                let err = message.pointee.err
+                Unmanaged<DeliveryReports>.fromOpaque(opaque).takeUnretainedValue().append(KafkaDelivery(
+                    token: UInt64(UInt(bitPattern: message.pointee._private)),
+                    error: err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError(err, context: "delivery")))
+            }
+        }
         var errbuf = [CChar](repeating: 0, count: 512)
         guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, raw, &errbuf, errbuf.count) else {
             rd_kafka_conf_destroy(raw)
@@ -80,6 +109,39 @@ public final class KafkaProducer: @unchecked Sendable {
         }
     }
 
+    /// Enqueues one record carrying `token` (≥ 1), partitioned by key, without blocking.
+    /// - Returns: false when the local queue is full (serve ``pollDeliveries(timeoutMs:)`` and retry).
+    public func enqueue(topic: String, key: [UInt8]?, value: [UInt8]?, timestampMs: Int64?, token: UInt64) throws(KafkaError) -> Bool {
+        let opaque = UnsafeMutableRawPointer(bitPattern: UInt(token))
+        let err: rd_kafka_resp_err_t = key.withOptionalBytes { kp, kl in
+            value.withOptionalBytes { vp, vl in
+                rr_kafka_produce_opaque(handle, topic, kp, kl, vp, vl, timestampMs ?? 0, opaque)
+            }
+        }
+        if err == RD_KAFKA_RESP_ERR__QUEUE_FULL { return false }
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "produce") }
+        return true
+    }
+
+    /// Serves delivery reports for up to `timeoutMs` and returns those that arrived (in the
+    /// order librdkafka reported them: per partition in produce order, partitions interleaved).
+    public func pollDeliveries(timeoutMs: Int32) -> [KafkaDelivery] {
+        rd_kafka_poll(handle, timeoutMs)
+        return reports?.drain() ?? []
+    }
+
+    /// Records enqueued and not yet delivered or failed (librdkafka's out-queue).
+    public var outstanding: Int { Int(rd_kafka_outq_len(handle)) }
+
+    /// The producer's fatal error, if it raised one (an idempotent producer then stops
+    /// delivering: make a new one).
+    public var fatalError: KafkaError? {
+        var errbuf = [CChar](repeating: 0, count: 512)
+        let err = rd_kafka_fatal_error(handle, &errbuf, errbuf.count)
+        guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+        return KafkaError(code: KafkaError.Code(rawValue: err.rawValue), message: "fatal: \(String(errorBuffer: errbuf))")
+    }
+
     /// Waits until every enqueued record is delivered (or the timeout passes).
     public func flush(timeoutMs: Int32) throws(KafkaError) {
         let err = rd_kafka_flush(handle, timeoutMs)
@@ -93,6 +155,29 @@ public final class KafkaProducer: @unchecked Sendable {
 
     public func queryWatermarks(topic: String, partition: Int32, timeoutMs: Int32) throws(KafkaError) -> (low: Int64, high: Int64) {
         try Metadata.queryWatermarks(handle, topic: topic, partition: partition, timeoutMs: timeoutMs)
+    }
+}
+
+/// The outcome of one record enqueued with a token.
+public struct KafkaDelivery: Sendable {
+    public var token: UInt64
+    /// nil: the broker acknowledged the record. Otherwise why it was not delivered.
+    public var error: KafkaError?
+}
+
+/// Delivery reports collected by the callback (which runs inside `rd_kafka_poll`).
+final class DeliveryReports: @unchecked Sendable {
+    // @unchecked Sendable: `items` is guarded by `lock`.
+    private let lock = NSLock()
+    private var items: [KafkaDelivery] = []
+
+    func append(_ d: KafkaDelivery) { lock.withLock { items.append(d) } }
+
+    func drain() -> [KafkaDelivery] {
+        lock.withLock {
+            defer { items.removeAll(keepingCapacity: true) }
+            return items
+        }
     }
 }
 

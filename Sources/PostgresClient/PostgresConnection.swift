@@ -240,7 +240,7 @@ public final class PostgresConnection: @unchecked Sendable {
         return PostgresError(code: .connectionFailure, message: msg.isEmpty ? "connection lost" : msg)
     }
 
-    private static func error(from r: OpaquePointer, conn c: OpaquePointer) -> PostgresError {
+    static func error(from r: OpaquePointer, conn c: OpaquePointer) -> PostgresError {
         func field(_ f: Character) -> String? {
             guard let p = PQresultErrorField(r, Int32(f.asciiValue!)) else { return nil }
             return oneLine(String(cString: p))
@@ -299,7 +299,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
 // MARK: - C string arrays
 
-private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
     let dup = strings.map { strdup($0) }
     defer { dup.forEach { free($0) } }
     var ptrs: [UnsafePointer<CChar>?] = dup.map { UnsafePointer($0) }
