@@ -119,6 +119,46 @@ struct DivergenceTests {
         #expect(Classifier.persisting(first: first, second: second) == [second[0]])
     }
 
+    /// One pass over message "m" with these per-region states.
+    func pass(_ states: [String: MessageState]) -> VerifyPass {
+        var p = VerifyPass()
+        let (truth, found) = Classifier.classify(messageID: "m", states, regions: regions, sessionTombstone: { _ in nil })
+        p.divergences = found
+        if !found.isEmpty {
+            p.truths["m"] = truth
+            p.states["m"] = states
+        }
+        return p
+    }
+
+    @Test("A message edited between the passes, that the regions follow, is in flight; the same winner twice, or a region still below the first winner, is divergent")
+    func persistingAcrossAMovingWinner() {
+        let s = { (v: Int64) in MessageState(row: self.row(v)) }
+        // Streamed: b is one version behind the origin in both passes, but reached the first winner.
+        let first = pass(["a": s(43), "b": s(42), "c": s(43)])
+        #expect(kinds(first.divergences) == ["b:stale"])
+        #expect(Classifier.persisting(first: first, second: pass(["a": s(61), "b": s(60), "c": s(61)])).isEmpty)
+        // Stuck: the winner moved on, b is still below the first pass's winner.
+        let stuck = Classifier.persisting(first: first, second: pass(["a": s(61), "b": s(42), "c": s(61)]))
+        #expect(kinds(stuck) == ["b:stale"] && stuck.first?.have == 42 && stuck.first?.want == 61)
+        // The winner did not move: b differs in both passes, whatever its version.
+        #expect(kinds(Classifier.persisting(first: first, second: pass(["a": s(43), "b": s(42), "c": s(43)]))) == ["b:stale"])
+        // Same version, other content losing the tie-break: below the winner, though not older.
+        let tie = pass(["a": MessageState(row: row(5, hash: "ff")), "b": MessageState(row: row(5, hash: "11")), "c": MessageState(row: row(5, hash: "ff"))])
+        let tieLater = pass(["a": s(9), "b": MessageState(row: row(5, hash: "11")), "c": s(8)])
+        #expect(kinds(Classifier.persisting(first: tie, second: tieLater)) == ["b:stale"])
+    }
+
+    @Test("A row only one region holds stays only_here while the others' missing persists, even as its origin edits it")
+    func onlyHereWhileEdited() {
+        let first = pass(["b": MessageState(row: row(3))])
+        let second = pass(["b": MessageState(row: row(9))])
+        #expect(kinds(Classifier.persisting(first: first, second: second)) == ["a:missing", "b:only_here", "c:missing"])
+        // The others caught up with it meanwhile: nothing.
+        #expect(Classifier.persisting(first: first, second: pass(["a": MessageState(row: row(9)), "b": MessageState(row: row(9)),
+                                                                  "c": MessageState(row: row(9))])).isEmpty)
+    }
+
     // MARK: - Summary and repair plan
 
     @Test("Per-region summary: counts, sample sessions, a replay window around the winners' times")

@@ -360,7 +360,8 @@ public final class RegionApplier: @unchecked Sendable {
     // MARK: - Stored offsets
 
     /// The next offsets stored for `group` in this region (partitions without a row are absent).
-    public static func storedOffsets(group: String, topic: String, table: String = BookkeepingTables.unqualified.offsets,
+    /// `table`: the offsets table as ``Schema/check(_:table:)`` resolved it on this connection.
+    public static func storedOffsets(group: String, topic: String, table: String,
                                      on db: PostgresConnection) throws(PostgresError) -> [Int32: Int64] {
         let r = try db.query("SELECT partition, next_offset FROM \(table) WHERE consumer_group = $1 AND topic = $2",
                              [group, topic])

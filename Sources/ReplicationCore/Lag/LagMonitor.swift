@@ -27,6 +27,9 @@ public final class LagMonitor: Service, @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
 
     private var db: PostgresConnection?
+    /// The offsets table as ``Schema/check(_:table:)`` resolved it when `db` connected (the
+    /// name the region's applier writes to), never re-resolved by the `search_path` later.
+    private var offsetsTable = BookkeepingTables.unqualified.offsets
     private let watermarks: TopicWatermarks
     /// Group-less consumer reading the oldest unapplied records; closed after
     /// ``peekIdleClose`` without a read (an idle or caught-up region needs none, and each
@@ -120,20 +123,25 @@ public final class LagMonitor: Service, @unchecked Sendable {
     private func readStoredOffsets() {
         do {
             if db == nil || !(db!.isOpen) {
-                db = try PostgresConnection(conninfo: settings.conninfo,
-                                            applicationName: "region-replicator lag \(settings.region)",
-                                            connectTimeoutSeconds: 2, queryTimeout: .seconds(2))
+                let c = try PostgresConnection(conninfo: settings.conninfo,
+                                               applicationName: "region-replicator lag \(settings.region)",
+                                               connectTimeoutSeconds: 2, queryTimeout: .seconds(2))
+                do { offsetsTable = try Schema.check(c, table: settings.table).tables.offsets } catch {
+                    c.close()
+                    throw error
+                }
+                db = c
             }
             let r = try db!.query("""
-                SELECT partition, next_offset, pg_is_in_recovery() FROM replicator_offsets
+                SELECT partition, next_offset, pg_is_in_recovery() AS in_recovery FROM \(offsetsTable)
                 WHERE consumer_group = $1 AND topic = $2
                 UNION ALL SELECT NULL, NULL, pg_is_in_recovery()
                 """, [settings.consumerGroup, settings.topic])
             var next: [Int32: Int64] = [:]
             var readOnly = false
-            for row in r.rows {
-                if row[2] == "t" { readOnly = true }
-                if let p = row[0].flatMap({ Int32($0) }), let n = row[1].flatMap({ Int64($0) }) { next[p] = n }
+            for row in r.namedRows {
+                if row["in_recovery"] == "t" { readOnly = true }
+                if let p = row.integer("partition", as: Int32.self), let n = row.integer("next_offset", as: Int64.self) { next[p] = n }
             }
             if !databaseEverRead {
                 databaseEverRead = true

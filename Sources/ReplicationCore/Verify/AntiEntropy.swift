@@ -38,7 +38,7 @@ extension MetricName {
 /// slice) and the time of the last full pass. It only reports; `verify --repair` repairs.
 ///
 /// Candidates are re-checked once every region's stored offsets reach the high watermarks the
-/// lag monitors sampled after the slice started, so events in flight raise no alarm.
+/// lag monitors sampled after the slice's first pass, so events in flight raise no alarm.
 public final class AntiEntropy: Service, @unchecked Sendable {
     // @unchecked Sendable: mutable state is confined to the loop's thread; `stop` is atomic.
     private let targets: [VerifyTarget]
@@ -140,12 +140,11 @@ public final class AntiEntropy: Service, @unchecked Sendable {
         }
         let verifier = Verifier(targets: targets, options: options, applicationName: "region-replicator anti-entropy")
         defer { verifier.close() }
-        let startedAt = Date().timeIntervalSince1970
-        return try verifier.run(watermarks: { self.watermarks(after: startedAt) }, cancelled: { self.stopping })
+        return try verifier.run(watermarks: { self.watermarks(after: Date().timeIntervalSince1970) }, cancelled: { self.stopping })
     }
 
-    /// High watermarks the lag monitors sampled after `t` (the topic as it was when the slice
-    /// started, or later), waiting a few seconds for a fresh sample.
+    /// High watermarks the lag monitors sampled after `t` (the topic as it was when the slice's
+    /// first pass ended, or later), waiting a few seconds for a fresh sample.
     private func watermarks(after t: Double) -> Result<[Int32: Int64], VerifyError> {
         let deadline = ContinuousClock.now.advanced(by: .seconds(10))
         while !stopping {

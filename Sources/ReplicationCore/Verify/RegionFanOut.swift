@@ -32,8 +32,10 @@ final class RegionFanOut: @unchecked Sendable {
         connections = Array(repeating: nil, count: targets.count)
     }
 
-    /// Connects to every region (or re-connects those lost), checks that `table` and the
-    /// bookkeeping tables exist, and resolves the bookkeeping tables' names.
+    /// Connects to every region (or re-connects those lost), checks on each new connection that
+    /// `table` and the bookkeeping tables exist, and resolves the bookkeeping tables' names there
+    /// (once per connection, as the apply path does: a same-named table that appears earlier on
+    /// the `search_path` later is never read).
     func connect(table: TableName) throws(VerifyError) {
         let existing = connections
         let name = applicationName
@@ -44,16 +46,20 @@ final class RegionFanOut: @unchecked Sendable {
             try c.execute("SET jit = off; SET work_mem = '64MB'; SET TimeZone = 'UTC'")
             return c
         }
-        connections = conns
-        for (i, c) in conns.enumerated() {
+        for (i, c) in conns.enumerated() where existing[i] !== c {
+            connections[i] = c
             let missing: [String], version: String?
             do {
                 (missing, bookkeeping[i]) = try Schema.check(c, table: table)
                 version = try Schema.versionProblem(c, table: table, region: targets[i].region)
             } catch {
+                connections[i] = nil
+                c.close()
                 throw VerifyError(.regionUnavailable, "region \(targets[i].region): \(error)")
             }
             if !missing.isEmpty {
+                connections[i] = nil
+                c.close()
                 throw VerifyError(.failed, "region \(targets[i].region) is not migrated (missing: \(missing.joined(separator: ", "))): run `region-replicator migrate --region \(targets[i].region)`")
             }
             if let version { throw VerifyError(.schemaVersion, "region \(targets[i].region): \(version)") }
@@ -98,8 +104,10 @@ final class RegionFanOut: @unchecked Sendable {
         }
     }
 
-    /// Runs `statements` as one pipeline in every region.
-    func pipeline(_ statements: [PostgresStatement]) throws(VerifyError) -> [[PostgresResult]] {
-        try eachConnected { _, c throws(PostgresError) in try c.pipeline(statements) }
+    /// Runs the statements `make` builds for each region (from its bookkeeping tables) as one
+    /// pipeline in every region.
+    func pipeline(_ make: (BookkeepingTables) -> [PostgresStatement]) throws(VerifyError) -> [[PostgresResult]] {
+        let statements = bookkeeping.map(make)
+        return try eachConnected { i, c throws(PostgresError) in try c.pipeline(statements[i]) }
     }
 }

@@ -37,9 +37,10 @@ extension Verifier {
             let sessions = try fetchSessions(ids: first.sessionIDs)
             pass.itemsFetched = first.itemsFetched
             try classify(messages: messages, sessions: sessions, into: &pass)
-            pass.divergences = Classifier.persisting(first: first.divergences, second: pass.divergences)
+            pass.divergences = Classifier.persisting(first: first, second: pass)
             let kept = Set(pass.divergences.compactMap(\.messageID))
             pass.truths = pass.truths.filter { kept.contains($0.key) }
+            pass.states = pass.states.filter { kept.contains($0.key) }
             try end()
             return pass
         } catch {
@@ -69,25 +70,25 @@ extension Verifier {
 
     private var sessionFilter: PostgresParameter { options.sessionID.map { .text($0) } ?? .null }
 
-    private func digestStatement(_ space: Space, _ range: KeyRange, width: Int64) -> PostgresStatement {
+    private func digestStatement(_ space: Space, _ range: KeyRange, width: Int64, _ tables: BookkeepingTables) -> PostgresStatement {
         switch space {
         case .messages:
             let b = range.uuidBounds
-            return PostgresStatement(options.schema.uuidSegmentDigests,
+            return PostgresStatement(options.schema.uuidSegmentDigests(tables),
                                      [.text(b.lo), b.hi.map { .text($0) } ?? .null, .text(String(range.lo)), .text(String(width)), sessionFilter])
         case .sessions:
-            return PostgresStatement(VerifySchema.sessionSegmentDigests,
+            return PostgresStatement(VerifySchema.sessionSegmentDigests(tables),
                                      [.text(String(range.lo)), .text(String(range.hi)), .text(String(range.lo)), .text(String(width)), sessionFilter])
         }
     }
 
-    private func itemsStatement(_ space: Space, _ range: KeyRange) -> PostgresStatement {
+    private func itemsStatement(_ space: Space, _ range: KeyRange, _ tables: BookkeepingTables) -> PostgresStatement {
         switch space {
         case .messages:
             let b = range.uuidBounds
-            return PostgresStatement(options.schema.uuidItems, [.text(b.lo), b.hi.map { .text($0) } ?? .null, sessionFilter, .null])
+            return PostgresStatement(options.schema.uuidItems(tables), [.text(b.lo), b.hi.map { .text($0) } ?? .null, sessionFilter, .null])
         case .sessions:
-            return PostgresStatement(VerifySchema.sessionItems, [.text(String(range.lo)), .text(String(range.hi)), sessionFilter, .null])
+            return PostgresStatement(VerifySchema.sessionItems(tables), [.text(String(range.lo)), .text(String(range.hi)), sessionFilter, .null])
         }
     }
 
@@ -100,7 +101,7 @@ extension Verifier {
         while !pending.isEmpty {
             let fanout = level == 0 ? options.firstFanout : options.fanout
             let plan = pending.map { (range: $0, width: $0.segmentWidth(fanout: fanout)) }
-            let results = try regionDatabases.pipeline(plan.map { digestStatement(space, $0.range, width: $0.width) })
+            let results = try regionDatabases.pipeline { tables in plan.map { self.digestStatement(space, $0.range, width: $0.width, tables) } }
             var next: [KeyRange] = []
             var scanned: Int64 = 0
             for (k, (range, width)) in plan.enumerated() {
@@ -128,24 +129,30 @@ extension Verifier {
                 toFetch += p.fetch.map { range.segment($0, width: width) }
                 next += p.split.map { range.segment($0, width: width) }
             }
-            options.pace?(scanned)
+            if let pace = options.pace {
+                // Never sleep inside a snapshot: it would hold back vacuum in every region.
+                try end()
+                pace(scanned)
+                try begin()
+            }
             pending = next
             level += 1
         }
         guard !toFetch.isEmpty else { return Array(repeating: [], count: targets.count) }
-        let fetched = try regionDatabases.pipeline(toFetch.map { itemsStatement(space, $0) })
+        let fetched = try regionDatabases.pipeline { tables in toFetch.map { self.itemsStatement(space, $0, tables) } }
         pass.itemsFetched += fetched.reduce(0) { $0 + $1.reduce(0) { $0 + $1.rows.count } }
         return fetched
     }
 
     private func fetchMessages(ids: [String]) throws(VerifyError) -> Fetched {
         guard !ids.isEmpty else { return Array(repeating: [], count: targets.count) }
-        return try regionDatabases.pipeline([PostgresStatement(options.schema.uuidItems, [.null, .null, .null, .text(PostgresArray.text(ids))])])
+        let schema = options.schema
+        return try regionDatabases.pipeline { [PostgresStatement(schema.uuidItems($0), [.null, .null, .null, .text(PostgresArray.text(ids))])] }
     }
 
     private func fetchSessions(ids: [String]) throws(VerifyError) -> Fetched {
         guard !ids.isEmpty else { return Array(repeating: [], count: targets.count) }
-        return try regionDatabases.pipeline([PostgresStatement(VerifySchema.sessionItems, [.null, .null, .null, .text(PostgresArray.text(ids))])])
+        return try regionDatabases.pipeline { [PostgresStatement(VerifySchema.sessionItems($0), [.null, .null, .null, .text(PostgresArray.text(ids))])] }
     }
 
     // MARK: - Classification
@@ -179,8 +186,8 @@ extension Verifier {
         var covering: [String: Int64] = [:]
         let wanted = rowSessions.sorted()
         if !wanted.isEmpty {
-            let st = PostgresStatement(VerifySchema.sessionItems, [.null, .null, .null, .text(PostgresArray.text(wanted))])
-            for perRegion in try regionDatabases.pipeline([st]) {
+            let ids = PostgresParameter.text(PostgresArray.text(wanted))
+            for perRegion in try regionDatabases.pipeline({ [PostgresStatement(VerifySchema.sessionItems($0), [.null, .null, .null, ids])] }) {
                 for item in (perRegion.first?.namedRows ?? []).compactMap(SessionTombstoneItem.init) {
                     covering[item.sessionID] = max(covering[item.sessionID] ?? item.deletedAt, item.deletedAt)
                 }
@@ -193,6 +200,7 @@ extension Verifier {
             if !found.isEmpty {
                 pass.divergences += found
                 pass.truths[id] = truth
+                pass.states[id] = states
             }
         }
         for (s, per) in sessionStates.sorted(by: { $0.key < $1.key }) {

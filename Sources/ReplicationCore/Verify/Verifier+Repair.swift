@@ -76,18 +76,18 @@ extension Verifier {
         let winners = winnerRows
         let tables = regionDatabases.bookkeeping
         return try regionDatabases.eachConnected { i, db throws(PostgresError) -> RepairResult in
-            try Self.repair(plans[i], winners: plans[i].rows.compactMap { winners[$0] }, schema: schema,
-                            statements: Statements(table: schema.table, tables: tables[i], columns: schema.columns),
+            try Self.repair(plans[i], winners: plans[i].rows.compactMap { winners[$0] }, schema: schema, tables: tables[i],
                             dryRun: dryRun, on: db)
         }
     }
 
-    /// One region's repair transaction (`statements`: the apply path's own statements and lock,
-    /// for the tombstones).
-    private static func repair(_ plan: RepairPlan, winners: [FullRow], schema: VerifySchema, statements: Statements,
+    /// One region's repair transaction, through the apply path's own statements and lock for
+    /// the tombstones (`tables`: the region's bookkeeping tables as resolved at connect).
+    private static func repair(_ plan: RepairPlan, winners: [FullRow], schema: VerifySchema, tables: BookkeepingTables,
                                dryRun: Bool, on db: PostgresConnection) throws(PostgresError) -> RepairResult {
         var result = RepairResult(region: plan.region)
         guard !plan.isEmpty else { return result }
+        let statements = Statements(table: schema.table, tables: tables, columns: schema.columns)
         var tx = RepairTransaction()
         tx.add(.begin, PostgresStatement("BEGIN"))
         // Exclusively: repair writes rows of any session, tied to no partition.
@@ -119,7 +119,7 @@ extension Verifier {
         if !winners.isEmpty {
             var arrays = RepairRowArrays()
             for r in winners { arrays.append(r) }
-            tx.add(.rows, PostgresStatement(schema.repairUpsert, arrays.parameters))
+            tx.add(.rows, PostgresStatement(schema.repairUpsert(tables), arrays.parameters))
         }
         tx.add(.countAfter, count)
         tx.add(.end, PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))

@@ -6,7 +6,9 @@ import PostgresClient
 /// only the items of small differing segments.
 ///
 /// Each pass reads every region in one `REPEATABLE READ READ ONLY` transaction (a consistent
-/// snapshot; no lock that blocks the applier or the application). Regions are queried in
+/// snapshot; no lock that blocks the applier or the application). With a rate limit
+/// (``VerifyOptions/pace``), each level of the bisection is a transaction of its own and the
+/// rate limit sleeps between them: no snapshot is held while sleeping. Regions are queried in
 /// parallel, one thread each (``RegionFanOut``). The passes are in `Verifier+Passes.swift`, the
 /// repair in `Verifier+Repair.swift`.
 ///
@@ -44,26 +46,27 @@ public final class Verifier: @unchecked Sendable {
         /// Divergences the first pass found (in flight or not).
         public var candidates: Int
         /// Regions that had not applied, within the settle timeout, everything the topic held
-        /// when the first pass started: why (their divergences may still be in flight).
+        /// when the first pass ended: why (their divergences may still be in flight).
         public var lagging: [String: String] = [:]
         public var startedAt: Timestamp
         public var seconds: Double
     }
 
     /// First pass, then — only when it found candidates — a wait until every region's stored
-    /// offsets reach the topic's high watermarks as read just before the first pass (so every
-    /// event in flight then is applied everywhere), then the second pass over the candidates.
+    /// offsets reach the topic's high watermarks as read just after the first pass (so every
+    /// event published before it ended, the versions it saw included, is applied everywhere),
+    /// then the second pass over the candidates (``Classifier``'s `persisting(first:second:)`
+    /// says which are real).
     ///
     /// - Parameters:
-    ///   - watermarks: the topic's high watermarks now (called once, before the first pass), or
-    ///     why they cannot be read.
+    ///   - watermarks: the topic's high watermarks now (called once, after the first pass, when
+    ///     it found candidates), or why they cannot be read.
     ///   - cancelled: polled while waiting.
     public func run(watermarks: () -> Result<[Int32: Int64], VerifyError>,
                     cancelled: () -> Bool = { false }) throws(VerifyError) -> Outcome {
         let started = ContinuousClock.now
         let startedAt = Timestamp.now
         try connect()
-        let marks = watermarks()
         let first = try compare()
         func finish(_ pass: VerifyPass, lagging: [String: String]) -> Outcome {
             Outcome(pass: pass, candidates: first.divergences.count, lagging: lagging, startedAt: startedAt,
@@ -71,7 +74,7 @@ public final class Verifier: @unchecked Sendable {
         }
         guard !first.divergences.isEmpty else { return finish(first, lagging: [:]) }
         let high: [Int32: Int64]
-        switch marks {
+        switch watermarks() {
         case .success(let h): high = h
         case .failure(let e):
             throw VerifyError(e.kind, "the first pass found \(first.divergences.count) candidate divergences, which cannot be confirmed: \(e.description)")
@@ -86,15 +89,16 @@ public final class Verifier: @unchecked Sendable {
         let deadline = ContinuousClock.now.advanced(by: options.settleTimeout)
         let topic = options.topic
         let groups = targets.map(\.consumerGroup)
+        let tables = regionDatabases.bookkeeping.map(\.offsets)
         while true {
             let stored = try regionDatabases.eachConnected { i, c throws(PostgresError) in
-                try RegionApplier.storedOffsets(group: groups[i], topic: topic, on: c)
+                try RegionApplier.storedOffsets(group: groups[i], topic: topic, table: tables[i], on: c)
             }
             var lagging: [String: String] = [:]
             for (i, s) in stored.enumerated() {
                 // Broker watermarks and offsets stored in the databases: saturating, never trapping.
                 let behind = high.reduce(Int64(0)) { $0.saturatingAdding(max(0, $1.value.saturatingSubtracting(s[$1.key] ?? 0))) }
-                if behind > 0 { lagging[regions[i]] = "\(behind) events behind the topic as it was when verify started" }
+                if behind > 0 { lagging[regions[i]] = "\(behind) events behind the topic as it was after the first pass" }
             }
             if lagging.isEmpty || ContinuousClock.now >= deadline || cancelled() { return lagging }
             Thread.sleep(forTimeInterval: 0.2)

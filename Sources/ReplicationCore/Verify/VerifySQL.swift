@@ -63,8 +63,9 @@ public struct VerifySchema: Sendable, Hashable {
 
     /// Segment digests of the uuid space (rows and message tombstones) inside `[$1, $2)`:
     /// `$3` the range start, `$4` the segment width, `$5` an optional session filter.
-    /// Returns (segment, count, xor of item hashes).
-    var uuidSegmentDigests: String {
+    /// Returns (segment, count, xor of item hashes). `b`: the region's bookkeeping tables, as
+    /// resolved at connect (``Schema/check(_:table:)``), like every name in these statements.
+    func uuidSegmentDigests(_ b: BookkeepingTables) -> String {
         let m = "m", t = table.quoted
         return """
             WITH items AS (
@@ -74,7 +75,7 @@ public struct VerifySchema: Sendable, Hashable {
                   AND ($5::text IS NULL OR \(column(m, \.sessionID)) = $5::text)
                 UNION ALL
                 SELECT \(Self.uuidKey("t.message_id")), hashtextextended(concat_ws('|', 't', t.message_id, t.version), 0)
-                FROM replicator_message_tombstones t
+                FROM \(b.messageTombstones) t
                 WHERE t.message_id >= $1::uuid AND ($2::uuid IS NULL OR t.message_id < $2::uuid)
                   AND ($5::text IS NULL OR t.session_id = $5::text))
             SELECT (k - $3::bigint) / $4::bigint AS \(SegmentDigestRow.segment), count(*) AS \(SegmentDigestRow.items),
@@ -85,21 +86,23 @@ public struct VerifySchema: Sendable, Hashable {
 
     /// Segment digests of the session-tombstone space, parameters as ``uuidSegmentDigests``
     /// except that `$1`/`$2` are the key bounds as `bigint`.
-    static let sessionSegmentDigests = """
+    static func sessionSegmentDigests(_ b: BookkeepingTables) -> String {
+        """
         WITH items AS (
             SELECT \(sessionKey) AS k,
                    hashtextextended(concat_ws('|', 's', s.session_id, \(micros("s.deleted_at"))), 0) AS h
-            FROM replicator_session_tombstones s
+            FROM \(b.sessionTombstones) s
             WHERE $5::text IS NULL OR s.session_id = $5::text)
         SELECT (k - $3::bigint) / $4::bigint AS \(SegmentDigestRow.segment), count(*) AS \(SegmentDigestRow.items),
                bit_xor(h) AS \(SegmentDigestRow.xor)
         FROM items WHERE k >= $1::bigint AND k < $2::bigint GROUP BY 1
         """
+    }
 
     /// The items of the uuid space in `[$1, $2)` (session filter `$3`), or with the ids `$4`
     /// when it is not null: the columns of ``UUIDSpaceItem`` (a row's created_at, a tombstone's
     /// deleted_at, as µs).
-    var uuidItems: String {
+    func uuidItems(_ b: BookkeepingTables) -> String {
         let m = "m", t = table.quoted
         typealias C = UUIDSpaceItem.Column
         return """
@@ -116,7 +119,7 @@ public struct VerifySchema: Sendable, Hashable {
             UNION ALL
             SELECT '\(UUIDSpaceItem.Kind.tombstone.rawValue)', t.message_id::text, t.session_id, t.version, 0, NULL,
                    \(Self.micros("t.deleted_at")), NULL
-            FROM replicator_message_tombstones t
+            FROM \(b.messageTombstones) t
             WHERE CASE WHEN $4::uuid[] IS NULL
                        THEN t.message_id >= $1::uuid AND ($2::uuid IS NULL OR t.message_id < $2::uuid)
                        ELSE t.message_id = ANY($4::uuid[]) END
@@ -126,13 +129,15 @@ public struct VerifySchema: Sendable, Hashable {
 
     /// Session tombstones with key in `[$1, $2)` (session filter `$3`), or with the ids `$4`:
     /// the columns of ``SessionTombstoneItem``.
-    static let sessionItems = """
+    static func sessionItems(_ b: BookkeepingTables) -> String {
+        """
         SELECT s.session_id AS \(SessionTombstoneItem.session), \(micros("s.deleted_at")) AS \(SessionTombstoneItem.deletedAt)
-        FROM replicator_session_tombstones s
+        FROM \(b.sessionTombstones) s
         WHERE CASE WHEN $4::text[] IS NULL THEN \(sessionKey) >= $1::bigint AND \(sessionKey) < $2::bigint
                    ELSE s.session_id = ANY($4::text[]) END
           AND ($3::text IS NULL OR s.session_id = $3::text)
         """
+    }
 
     /// The full rows with the ids `$1` (for repair): the columns of ``FullRow`` (created_at as
     /// µs, attributes as `jsonb` text or NULL).
@@ -154,7 +159,7 @@ public struct VerifySchema: Sendable, Hashable {
     /// the greater fingerprint, so hand edits of other columns converge too), with no
     /// origin skipping: a repair is not an event from an origin. Returns the ids written, and
     /// whether each was inserted (not updated): ``RepairRowArrays/written`` and ``RepairRowArrays/inserted``.
-    var repairUpsert: String {
+    func repairUpsert(_ b: BookkeepingTables) -> String {
         let c = columns
         var names = [c.messageID, c.sessionID, c.role, c.content, c.region, c.createdAt, c.version].map(Self.identifier)
         var values = ["u.message_id", "u.session_id", "u.role", "u.content", "u.region", "u.created_at", "u.version"]
@@ -172,9 +177,9 @@ public struct VerifySchema: Sendable, Hashable {
                        AS u(message_id, session_id, role, content, region, created_at, version, attributes))
             INSERT INTO \(t) AS m (\(names.joined(separator: ", ")))
             SELECT \(values.joined(separator: ", ")) FROM u
-            WHERE NOT EXISTS (SELECT 1 FROM replicator_message_tombstones mt
+            WHERE NOT EXISTS (SELECT 1 FROM \(b.messageTombstones) mt
                               WHERE mt.message_id = u.message_id AND mt.version >= u.version)
-              AND NOT EXISTS (SELECT 1 FROM replicator_session_tombstones st
+              AND NOT EXISTS (SELECT 1 FROM \(b.sessionTombstones) st
                               WHERE st.session_id = u.session_id AND st.deleted_at >= u.created_at)
             ON CONFLICT (\(id)) DO UPDATE
             SET \(set.joined(separator: ", "))

@@ -33,7 +33,8 @@ public struct VerifyOptions: Sendable {
     /// A differing segment with at most this many items (in every region) is fetched row by row.
     public var fetchAtMost: Int64 = 2000
     /// Called after each round of digest queries with the number of items scanned (the daemon's
-    /// rate limit sleeps here).
+    /// rate limit sleeps here), outside any transaction: each round then runs in a snapshot of
+    /// its own.
     public var pace: (@Sendable (Int64) -> Void)?
 
     public init(schema: VerifySchema, topic: String) {
@@ -59,6 +60,9 @@ public struct VerifyPass: Sendable {
     public var divergences: [Divergence] = []
     /// The winner of every divergent message id.
     public var truths: [String: MessageTruth] = [:]
+    /// What each region held of every divergent message id (a region absent: nothing), for
+    /// comparing the passes.
+    public var states: [String: [String: MessageState]] = [:]
     /// Items (rows + tombstones) per region in the compared range, from the first level's digests.
     public var items: [String: Int64] = [:]
     public var segmentsCompared = 0

@@ -15,13 +15,15 @@ struct Verify: AsyncParsableCommand {
             only small differing segments are read row by row. Each region is read in one REPEATABLE \
             READ, READ ONLY transaction: nothing the applier or the application does is blocked. \
             Divergences found by the first pass are checked again once every region's stored offsets \
-            have reached the topic's high watermarks as read when verify started (at most \
+            have reached the topic's high watermarks as read after the first pass (at most \
             --settle-timeout seconds): only divergences that persist are reported, so events in \
-            flight raise no alarm. --repair writes the winner (the highest version; equal versions: \
+            flight raise no alarm, nor does a message edited all the time (a streamed reply) whose \
+            regions follow it. --repair writes the winner (the highest version; equal versions: \
             the greater content hash) or the tombstone to every region that lacks it, the origin \
-            included, through the apply path's rules and lock, and prints what it changed; with \
-            --dry-run it writes nothing. \
-            Exit codes: 0 consistent (or repaired), 2 divergent, 64 usage, 69 Kafka or a region \
+            included, through the apply path's rules and lock, prints what it changed, and checks \
+            the repaired divergences again; with --dry-run it writes nothing. \
+            Exit codes: 0 consistent (or repaired, and the re-check found nothing left), 2 divergent \
+            (also after --repair when something remains), 64 usage, 69 Kafka or a region \
             unreachable, 78 configuration error (unknown region), 1 other.
             """)
 
@@ -32,7 +34,7 @@ struct Verify: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "Write the winners to the regions that lack them.") var repair = false
     @Flag(name: .customLong("dry-run"), help: "With --repair: print what would change, write nothing.") var dryRun = false
-    @Option(name: .customLong("settle-timeout"), help: "Seconds to wait for every region to apply the events in flight when verify started.")
+    @Option(name: .customLong("settle-timeout"), help: "Seconds to wait for every region to apply the events in flight during the first pass.")
     var settleTimeout: Int = 60
 
     func validate() throws {
@@ -61,15 +63,20 @@ struct Verify: AsyncParsableCommand {
         let kafka = config.kafkaConfiguration
         let topic = config.kafka.topic
         let (repair, dryRun) = (self.repair, self.dryRun)
-        let result: Result<(Verifier.Outcome, [Verifier.RepairResult]?), VerifyError> = await BlockingThread.run(name: "verify") {
+        typealias Done = (outcome: Verifier.Outcome, repaired: [Verifier.RepairResult]?, remaining: VerifyPass?)
+        let result: Result<Done, VerifyError> = await BlockingThread.run(name: "verify") {
             defer { verifier.close() }
             do throws(VerifyError) {
                 let outcome = try verifier.run(watermarks: { Self.highWatermarks(kafka, topic: topic) })
                 var repaired: [Verifier.RepairResult]? = nil
+                var remaining: VerifyPass? = nil
                 if repair && !outcome.pass.divergences.isEmpty {
                     repaired = try verifier.repair(outcome.pass, dryRun: dryRun)
+                    // What the repair could not make converge (a row a region refused, a
+                    // winner gone meanwhile) is still divergent: read it all again.
+                    if !dryRun { remaining = try verifier.recheck(outcome.pass) }
                 }
-                return .success((outcome, repaired))
+                return .success((outcome, repaired, remaining))
             } catch {
                 return .failure(error)
             }
@@ -82,8 +89,9 @@ struct Verify: AsyncParsableCommand {
             case .schemaVersion: throw ExitCode.configuration
             case .regionUnavailable: throw ExitCode.unavailable
             }
-        case .success(let (outcome, repaired)):
-            let report = VerifyReport(outcome, regions: regions.map(\.name), repair: repaired, dryRun: dryRun, session: session)
+        case .success(let (outcome, repaired, remaining)):
+            let report = VerifyReport(outcome, regions: regions.map(\.name), repair: repaired, remaining: remaining, dryRun: dryRun,
+                                      session: session)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -92,7 +100,7 @@ struct Verify: AsyncParsableCommand {
                 print(report.text)
             }
             if outcome.pass.divergences.isEmpty { return }
-            if repair && !dryRun { return }
+            if let remaining, remaining.divergences.isEmpty { return }
             throw ExitCode.divergent
         }
     }
@@ -174,8 +182,11 @@ struct VerifyReport: Encodable {
     var regions: [RegionReport]
     var divergences: [Item]
     var repair: [RepairReport]?
+    /// After a repair (not a dry run): the divergences its re-check still found.
+    var remaining: [Item]?
 
-    init(_ o: Verifier.Outcome, regions names: [String], repair: [Verifier.RepairResult]?, dryRun: Bool, session: String? = nil) {
+    init(_ o: Verifier.Outcome, regions names: [String], repair: [Verifier.RepairResult]?, remaining: VerifyPass? = nil,
+         dryRun: Bool, session: String? = nil) {
         let summaries = RegionDivergenceSummary.make(o.pass.divergences, truths: o.pass.truths, regions: names)
         consistent = o.pass.divergences.isEmpty
         settled = o.lagging.isEmpty
@@ -198,16 +209,26 @@ struct VerifyReport: Encodable {
                 replay_command: from.flatMap { f in to.map { "region-replicator replay --region \(s.region) --from-time \(f) --to-time \($0)" } },
                 lagging: o.lagging[s.region])
         }
-        divergences = o.pass.divergences.map { d in
+        divergences = Self.items(o.pass.divergences)
+        self.remaining = remaining.map { Self.items($0.divergences) }
+        self.repair = repair.map { list in
+            list.map { RepairReport(region: $0.region, dry_run: dryRun, rows_written: $0.rowsWritten, rows_deleted: $0.rowsDeleted,
+                                    message_tombstones: $0.messageTombstones, session_tombstones: $0.sessionTombstones) }
+        }
+    }
+
+    static func items(_ divergences: [Divergence]) -> [Item] {
+        divergences.map { d in
             let session = d.kind == .sessionTombstoneMissing
             func render(_ v: Int64?) -> String? { v.map { session ? Timestamp(microseconds: $0).rfc3339 : "v\($0)" } }
             return Item(region: d.region, kind: d.kind.rawValue, message_id: d.messageID, session_id: d.sessionID,
                         have: render(d.have), want: render(d.want))
         }
-        self.repair = repair.map { list in
-            list.map { RepairReport(region: $0.region, dry_run: dryRun, rows_written: $0.rowsWritten, rows_deleted: $0.rowsDeleted,
-                                    message_tombstones: $0.messageTombstones, session_tombstones: $0.sessionTombstones) }
-        }
+    }
+
+    static func line(_ d: Item) -> String {
+        let what = d.message_id.map { "message \($0)" } ?? "session tombstone"
+        return "  \(d.region) \(d.kind) \(what) session \(d.session_id) have \(d.have ?? "-") want \(d.want ?? "-")"
     }
 
     /// The human-readable form.
@@ -230,15 +251,21 @@ struct VerifyReport: Encodable {
             if let c = r.replay_command { lines.append("  replay window: \(c)") }
         }
         let shown = divergences.prefix(200)
-        for d in shown {
-            let what = d.message_id.map { "message \($0)" } ?? "session tombstone"
-            lines.append("  \(d.region) \(d.kind) \(what) session \(d.session_id) have \(d.have ?? "-") want \(d.want ?? "-")")
-        }
+        for d in shown { lines.append(Self.line(d)) }
         if divergences.count > shown.count { lines.append("  … \(divergences.count - shown.count) more (--json lists all)") }
         for r in repair ?? [] {
             lines.append("repair \(r.region)\(r.dry_run ? " (dry run: nothing written)" : ""): \(r.dry_run ? "would write" : "wrote") "
                 + "\(r.rows_written) rows, \(r.message_tombstones) message tombstones, \(r.session_tombstones) session tombstones; "
                 + "\(r.dry_run ? "would delete" : "deleted") \(r.rows_deleted) rows")
+        }
+        if let remaining {
+            if remaining.isEmpty {
+                lines.append("verify: repaired: checked again, every repaired divergence has converged")
+            } else {
+                lines.append("verify: DIVERGENT after the repair: \(remaining.count) divergences remain (a region refused a write, or the winner changed meanwhile)")
+                for d in remaining.prefix(200) { lines.append(Self.line(d)) }
+                if remaining.count > 200 { lines.append("  … \(remaining.count - 200) more (--json lists all)") }
+            }
         }
         return lines.joined(separator: "\n")
     }
