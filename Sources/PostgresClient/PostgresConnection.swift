@@ -22,21 +22,31 @@ public final class PostgresConnection: @unchecked Sendable {
     public init(conninfo: String, applicationName: String = "region-replicator",
                 connectTimeoutSeconds: Int = 5, queryTimeout: Duration = .seconds(60)) throws(PostgresError) {
         self.queryTimeout = queryTimeout
-        _ = try Self.parse(conninfo)  // syntax check with a secret-free error
-        let keys = ["application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
-                    "keepalives_count", "tcp_user_timeout", "dbname"]
-        let values = [applicationName, String(connectTimeoutSeconds), "10", "5", "3", "30000", conninfo]
-        let c: OpaquePointer? = withCStrings(keys) { k in
-            withCStrings(values) { v in PQconnectdbParams(k, v, 1) }
+        let c = try Self.connect(conninfo: conninfo, applicationName: applicationName, connectTimeoutSeconds: connectTimeoutSeconds)
+        conn = c
+        PQsetnonblocking(c, 1)
+    }
+
+    /// Opens a libpq connection with our client settings (application name, connect timeout,
+    /// TCP keepalives): `before` go ahead of the conninfo (which may override them), `after`
+    /// follow it (they win). The one place a connection is opened.
+    /// - Throws: ``PostgresError`` with a secret-free message (the conninfo is never quoted).
+    static func connect(conninfo: String, applicationName: String, connectTimeoutSeconds: Int,
+                        before: [(String, String)] = [], after: [(String, String)] = []) throws(PostgresError) -> OpaquePointer {
+        _ = try parse(conninfo)  // syntax check with a secret-free error
+        let settings = [("application_name", applicationName), ("connect_timeout", String(connectTimeoutSeconds)),
+                        ("keepalives_idle", "10"), ("keepalives_interval", "5"), ("keepalives_count", "3"),
+                        ("tcp_user_timeout", "30000")] + before + [("dbname", conninfo)] + after
+        let c: OpaquePointer? = withCStrings(settings.map(\.0)) { k in
+            withCStrings(settings.map(\.1)) { v in PQconnectdbParams(k, v, 1) }
         }
         guard let c else { throw PostgresError(code: .connectionFailure, message: "out of memory") }
         if PQstatus(c) != CONNECTION_OK {
-            let msg = Self.cleanMessage(PQerrorMessage(c))
+            let msg = cleanMessage(PQerrorMessage(c))
             PQfinish(c)
             throw PostgresError(code: .connectionFailure, message: msg)
         }
-        conn = c
-        PQsetnonblocking(c, 1)
+        return c
     }
 
     deinit { close() }

@@ -28,22 +28,11 @@ public final class PostgresReplicationStream: @unchecked Sendable {
     ///   - applicationName: default `application_name` (shown in `pg_stat_replication`).
     /// - Throws: ``PostgresError`` (transient when the server is unreachable).
     public init(conninfo: String, applicationName: String, connectTimeoutSeconds: Int = 5) throws(PostgresError) {
-        _ = try PostgresConnection.parse(conninfo)  // syntax check with a secret-free error
         // Text output the decoder can read whatever the role's settings: ISO dates. The
         // conninfo's own `options` win (they come after).
-        let keys = ["application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
-                    "keepalives_count", "tcp_user_timeout", "options", "dbname", "replication"]
-        let values = [applicationName, String(connectTimeoutSeconds), "10", "5", "3", "30000",
-                      "-c datestyle=ISO,YMD", conninfo, "database"]
-        let c: OpaquePointer? = withCStrings(keys) { k in
-            withCStrings(values) { v in PQconnectdbParams(k, v, 1) }
-        }
-        guard let c else { throw PostgresError(code: .connectionFailure, message: "out of memory") }
-        if PQstatus(c) != CONNECTION_OK {
-            let msg = PostgresConnection.cleanMessage(PQerrorMessage(c))
-            PQfinish(c)
-            throw PostgresError(code: .connectionFailure, message: msg)
-        }
+        let c = try PostgresConnection.connect(conninfo: conninfo, applicationName: applicationName,
+                                               connectTimeoutSeconds: connectTimeoutSeconds,
+                                               before: [("options", "-c datestyle=ISO,YMD")], after: [("replication", "database")])
         conn = c
         PQsetnonblocking(c, 1)
     }
