@@ -26,6 +26,11 @@ public struct PipelineSettings: Sendable {
     /// Event field → column of ``table``.
     public var columns: MessageColumns = .standard
 
+    /// Marks every transaction of the pipeline's connection with one of the applier's
+    /// replication origins (``ApplierOrigin``): the region captures its own writes, and capture
+    /// must recognise the applier's as echoes.
+    public var markApplierOrigin = false
+
     /// Which of the region's `apply.connections` pipelines this is (1…n); nil when the region
     /// has one. Every shard is an ordinary member of the region's consumer group: Kafka's
     /// assignment gives each its share of the partitions.

@@ -475,6 +475,7 @@ public final class RegionPipeline: @unchecked Sendable {
         if let db, db.isOpen { return db }
         db = nil
         let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)\(settings.shard.map { " \($0)" } ?? "")")
+        if settings.markApplierOrigin { try ApplierOrigin.markSession(c) }
         let (missing, tables) = try Schema.check(c, table: settings.table)
         if !missing.isEmpty {
             c.close()
