@@ -123,6 +123,32 @@ struct CaptureTests {
         #expect(log.components(separatedBy: "capture streaming the slot").count - 1 >= 6)
     }
 
+    @Test("a table without REPLICA IDENTITY FULL is reported by check-config and the daemon, and migrate fixes it; migrate is idempotent")
+    func replicaIdentityIsReported() throws {
+        let prefix = "rr_cap_" + UUID().uuidString.prefix(8).lowercased()
+        let h = try Harness(regions: ["us-east-1", "eu-west-1"], extraConfig: "capture:\n  enabled: true\n  slot_prefix: \(prefix)\n")
+        defer { Self.dropSlots(h, prefix: prefix) }
+        let again = try runReplicator(["migrate", "--config", h.configPath])
+        #expect(again.status == 0 && !again.output.contains("created"), "\(again.output)")
+        _ = try h.dbs.query("eu-west-1", "ALTER TABLE messages REPLICA IDENTITY DEFAULT")
+        let check = try runReplicator(["check-config", "--config", h.configPath])
+        #expect(check.status == 78, "\(check.output)")
+        #expect(check.output.contains("capture: table messages does not log the old row of UPDATE and DELETE (REPLICA IDENTITY is not FULL)")
+                && check.output.contains("ALTER TABLE \"messages\" REPLICA IDENTITY FULL"), "\(check.output)")
+        let daemon = try h.startDaemon()
+        try waitUntil("the daemon to report eu-west-1's replica identity") {
+            daemon.log.split(separator: "\n").contains { $0.contains("capture cannot stream this region until this is fixed") && $0.contains("eu-west-1")
+                && $0.contains("REPLICA IDENTITY is not FULL") }
+        }
+        let fixed = try runReplicator(["migrate", "--config", h.configPath, "--region", "eu-west-1"])
+        #expect(fixed.status == 0 && fixed.output.contains("table messages: REPLICA IDENTITY FULL"), "\(fixed.output)")
+        _ = try h.dbs.query("eu-west-1", "INSERT INTO messages (message_id, session_id, role, content, region, created_at) VALUES ($1::uuid, 's', 'user', 'after the fix', 'eu-west-1', now())",
+                        [Self.id(1, 1)])
+        try waitUntil("us-east-1 to receive eu-west-1's write once its capture streams", timeout: .seconds(90)) {
+            try h.dbs.query("us-east-1", "SELECT content FROM messages") == [["after the fix"]]
+        }
+    }
+
     /// Waits until the capture walsender of `region` satisfies `condition` (SQL over
     /// `pg_stat_replication`); returns the server's time then.
     @discardableResult

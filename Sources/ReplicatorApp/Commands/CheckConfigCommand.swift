@@ -57,7 +57,16 @@ struct CheckConfig: AsyncParsableCommand {
                     if !missing.isEmpty {
                         return ("ok, NOT MIGRATED (missing \(missing.joined(separator: ", "))): run `region-replicator migrate`", [], warnings)
                     }
-                    let problems = try Schema.inspect(db, table: config.apply.table, columns: config.apply.columns)
+                    var problems = try Schema.inspect(db, table: config.apply.table, columns: config.apply.columns)
+                    if config.captures(r) {
+                        // What capture checks before it streams: replica identity, publication, slot.
+                        do {
+                            _ = try CaptureSchema.inspect(db, table: config.apply.table, slot: config.capture.slotName(for: r.name),
+                                                          publication: config.capture.publication)
+                        } catch let p as CaptureSchema.Problem {
+                            problems.append(Schema.TableProblem(message: "capture: \(p)", fix: nil))
+                        }
+                    }
                     return ("ok", problems, warnings)
                 } catch {
                     return ("UNREACHABLE: \(error)", [], [])
