@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import ReplicationCore
 import Testing
 
 /// Capture end to end: three regions whose application only writes locally (no publishing), the
@@ -147,6 +148,26 @@ struct CaptureTests {
         try waitUntil("us-east-1 to receive eu-west-1's write once its capture streams", timeout: .seconds(90)) {
             try h.dbs.query("us-east-1", "SELECT content FROM messages") == [["after the fix"]]
         }
+    }
+
+    @Test("each applier connection takes its own replication origin of the pool; a closed connection frees it")
+    func applierOriginPool() throws {
+        let server = TestEnvironment.servers[0]
+        func connect() throws -> PostgresConnection { try PostgresConnection(conninfo: server.conninfo(database: "postgres")) }
+        let a = try connect(), b = try connect()
+        defer { a.close(); b.close() }
+        let first = try ApplierOrigin.markSession(a), second = try ApplierOrigin.markSession(b)
+        #expect(first != second && ApplierOrigin.isApplier(first) && ApplierOrigin.isApplier(second))
+        let active = try a.query("SELECT pg_replication_origin_session_is_setup()").rows
+        #expect(active == [["t"]])
+        a.close()
+        // The name a closed session held is free again (the backend may take a moment to exit).
+        try waitUntil("the first origin to be free again") {
+            let probe = try connect()
+            defer { probe.close() }
+            return try ApplierOrigin.markSession(probe) == first
+        }
+        #expect(!ApplierOrigin.isApplier("pg_16384_sub") && !ApplierOrigin.isApplier("region_replicator"))
     }
 
     /// Waits until the capture walsender of `region` satisfies `condition` (SQL over
