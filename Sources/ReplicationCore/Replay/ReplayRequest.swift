@@ -28,6 +28,9 @@ public struct ReplayRequest: Sendable {
     /// Event field → column of ``table``.
     public var columns: MessageColumns = .standard
     public var applyToOrigin: Bool
+    /// Mark the replay's writes with one of the applier's replication origins (the region
+    /// captures its own writes: capture must not publish the replayed rows again).
+    public var markApplierOrigin = false
     public var maxBatchEvents: Int
     public var from: ReplayBound
     public var to: ReplayBound?

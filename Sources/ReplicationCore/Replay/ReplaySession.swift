@@ -30,8 +30,10 @@ struct ReplaySession {
     }
 
     static func connect(_ request: ReplayRequest) throws(PostgresError) -> PostgresConnection {
-        try PostgresConnection.openForApply(conninfo: request.conninfo,
-                                            applicationName: "region-replicator replay\(request.dryRun ? " (dry run)" : "")")
+        let c = try PostgresConnection.openForApply(conninfo: request.conninfo,
+                                                    applicationName: "region-replicator replay\(request.dryRun ? " (dry run)" : "")")
+        if request.markApplierOrigin && !request.dryRun { try ApplierOrigin.markSession(c) }
+        return c
     }
 
     func close() { db?.close() }

@@ -85,6 +85,7 @@ struct Replay: AsyncParsableCommand {
             from: from, to: to,
             partition: partition, dryRun: dryRun)
         request.columns = settings.columns
+        request.markApplierOrigin = settings.markApplierOrigin
         let job = ReplayJob(request: request)
         let interrupts = InterruptHandler { count in
             if count == 1 {
