@@ -183,7 +183,7 @@ struct ConfigTests {
     @Test func unknownTopLevelKey() {
         let error = failure("kafak:\n  topic: x\n" + Self.minimal)
         #expect(error?.key == "kafak")
-        #expect(error?.description == "\(Self.path): kafak: unknown key (known keys: kafka, regions, apply, http, log, verify)")
+        #expect(error?.description == "\(Self.path): kafak: unknown key (known keys: kafka, regions, apply, http, log, verify, capture)")
     }
 
     @Test("verify: off by default; keys parsed and range-checked, naming the key")
@@ -197,6 +197,33 @@ struct ConfigTests {
         let bad = failure(Self.minimal + "verify:\n  slices: 0\n")
         #expect(bad?.description == "\(Self.path): verify.slices: must be between 1 and 4096, got 0")
         #expect(failure(Self.minimal + "verify:\n  enable: true\n")?.key == "verify.enable")
+    }
+
+    @Test("capture: off by default; per-region override; slot names and the publication validated")
+    func captureSection() throws {
+        let defaults = try parse(Self.minimal)
+        #expect(defaults.capture == ReplicatorConfig.Capture() && !defaults.captures(defaults.regions[0]))
+        let two = """
+            regions:
+              - name: eu-west-1
+                dsn: "host=eu"
+              - name: us-east-1
+                dsn: "host=us"
+                capture: false
+
+            """
+        let on = try parse(two + "capture:\n  enabled: true\n  slot_prefix: rr_test\n  publication: rr_pub\n")
+        #expect(on.regions.map { on.captures($0) } == [true, false])
+        #expect(on.capture.slotName(for: "eu-west-1") == "rr_test_eu_west_1" && on.capture.publication == "rr_pub")
+        let onlyOne = try parse(two.replacingOccurrences(of: "capture: false", with: "capture: true"))
+        #expect(onlyOne.regions.map { onlyOne.captures($0) } == [false, true])
+        #expect(try parse(two, env: ["REGION_REPLICATOR_CAPTURE_ENABLED": "true"]).captures(on.regions[0]))
+        #expect(failure(Self.minimal + "capture:\n  slot_prefix: Bad-Name\n")?.key == "capture.slot_prefix")
+        let long = failure(Self.minimal + "capture:\n  enabled: true\n  slot_prefix: \(String(repeating: "s", count: 60))\n")
+        #expect(long?.description.contains("longer than 63 bytes") == true, "\(String(describing: long))")
+        #expect(failure(Self.minimal + "capture:\n  publication: \"p; DROP\"\n")?.key == "capture.publication")
+        #expect(failure(Self.minimal + "capture:\n  enable: true\n")?.key == "capture.enable")
+        #expect(failure(two + "capture:\n  enabled: yes please\n")?.key == "capture.enabled")
     }
 
     @Test func unknownNestedKey() {

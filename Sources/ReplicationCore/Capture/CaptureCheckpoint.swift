@@ -51,6 +51,9 @@ public struct CaptureCheckpoint: Sendable {
     /// Events produced and not acknowledged yet.
     public var unacknowledged: Int { owner.count }
 
+    /// Whether the event with `token` was produced by this checkpoint's stream and is not acknowledged yet.
+    public func isOutstanding(_ token: UInt64) -> Bool { owner[token] != nil }
+
     /// Whether a transaction is open (its `begin` received, not its `commit`).
     public var inTransaction: Bool { open != nil }
 

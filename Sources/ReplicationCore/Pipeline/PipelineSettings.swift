@@ -29,6 +29,11 @@ public struct PipelineSettings: Sendable {
     /// The apply connection's statement timeout and what follows from it (the heartbeat timeout).
     public var timeouts = ApplyTimeouts()
 
+    /// Marks every transaction of the pipeline's connection with one of the applier's
+    /// replication origins (``ApplierOrigin``): the region captures its own writes, and capture
+    /// must recognise the applier's as echoes.
+    public var markApplierOrigin = false
+
     /// Which of the region's `apply.connections` pipelines this is (1…n); nil when the region
     /// has one. Every shard is an ordinary member of the region's consumer group: Kafka's
     /// assignment gives each its share of the partitions.

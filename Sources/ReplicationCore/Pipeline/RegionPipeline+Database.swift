@@ -58,6 +58,7 @@ extension RegionPipeline {
         db = nil
         let c = try PostgresConnection.openForApply(conninfo: settings.conninfo, applicationName: "region-replicator \(settings.region)\(settings.shard.map { " \($0)" } ?? "")",
                                                     timeouts: settings.timeouts)
+        if settings.markApplierOrigin { try ApplierOrigin.markSession(c) }
         let (missing, tables) = try Schema.check(c, table: settings.table)
         if !missing.isEmpty {
             c.close()

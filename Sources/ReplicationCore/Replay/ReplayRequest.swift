@@ -30,6 +30,9 @@ public struct ReplayRequest: Sendable {
     /// The apply connection's timeouts (`apply.statement_timeout_ms`).
     public var timeouts = ApplyTimeouts()
     public var applyToOrigin: Bool
+    /// Mark the replay's writes with one of the applier's replication origins (the region
+    /// captures its own writes: capture must not publish the replayed rows again).
+    public var markApplierOrigin = false
     public var maxBatchEvents: Int
     public var from: ReplayBound
     public var to: ReplayBound?

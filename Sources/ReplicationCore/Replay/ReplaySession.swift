@@ -34,9 +34,11 @@ struct ReplaySession {
     }
 
     static func connect(_ request: ReplayRequest) throws(PostgresError) -> PostgresConnection {
-        try PostgresConnection.openForApply(conninfo: request.conninfo,
-                                            applicationName: "region-replicator replay\(request.dryRun ? " (dry run)" : "")",
-                                            timeouts: request.timeouts)
+        let c = try PostgresConnection.openForApply(conninfo: request.conninfo,
+                                                    applicationName: "region-replicator replay\(request.dryRun ? " (dry run)" : "")",
+                                                    timeouts: request.timeouts)
+        if request.markApplierOrigin && !request.dryRun { try ApplierOrigin.markSession(c) }
+        return c
     }
 
     func close() { db?.close() }

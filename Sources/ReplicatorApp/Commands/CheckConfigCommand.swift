@@ -62,7 +62,16 @@ struct CheckConfig: AsyncParsableCommand {
                     if let p = try Schema.versionProblem(db, table: config.apply.table, region: r.name) {
                         return ("ok", [Schema.TableProblem(message: p, fix: nil)], warnings)
                     }
-                    let problems = try Schema.inspect(db, table: config.apply.table, columns: config.apply.columns)
+                    var problems = try Schema.inspect(db, table: config.apply.table, columns: config.apply.columns)
+                    if config.captures(r) {
+                        // What capture checks before it streams: replica identity, publication, slot.
+                        do {
+                            _ = try CaptureSchema.inspect(db, table: config.apply.table, slot: config.capture.slotName(for: r.name),
+                                                          publication: config.capture.publication)
+                        } catch let p as CaptureSchema.Problem {
+                            problems.append(Schema.TableProblem(message: "capture: \(p)", fix: nil))
+                        }
+                    }
                     return ("ok", problems, warnings)
                 } catch {
                     return ("UNREACHABLE: \(error)", [], [])

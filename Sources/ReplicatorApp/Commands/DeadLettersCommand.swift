@@ -151,10 +151,15 @@ struct DeadLettersRetry: AsyncParsableCommand {
         let db = try await DeadLetterTarget.connect(config, region, purpose: "retry")
         defer { db.close() }
         let id = self.id
-        let table = config.apply.table, regionName = region.name, applyToOrigin = config.apply.applyToOrigin
+        let table = config.apply.table, regionName = region.name
+        // As the daemon's pipeline applies this region (a capturing region: its own origin too,
+        // its writes marked as the applier's, so that capture does not publish them again).
+        let settings = config.pipelineSettings(for: region)
+        let applyToOrigin = settings.applyToOrigin, markOrigin = settings.markApplierOrigin
         let columns = config.apply.columns
         let result: Result<DeadLetterRetrier.Summary, PostgresError> = await BlockingThread.run(name: "dead-letters") {
             do throws(PostgresError) {
+                if markOrigin { try ApplierOrigin.markSession(db) }
                 // Schema-qualified bookkeeping tables, as the daemon names them.
                 let tables = try Schema.check(db, table: table).tables
                 let applier = RegionApplier(region: regionName, table: table, applyToOrigin: applyToOrigin, tables: tables,

@@ -32,8 +32,18 @@ struct Migrate: AsyncParsableCommand {
                 let report = try await BlockingThread.run(name: "migrate") { [alterExistingTable] in
                     let db = try PostgresConnection(conninfo: r.dsn.value, applicationName: "region-replicator migrate")
                     defer { db.close() }
-                    return try Schema.migrate(db, table: config.apply.table, columns: config.apply.columns,
-                                              alterExistingTable: alterExistingTable)
+                    var report = try Schema.migrate(db, table: config.apply.table, columns: config.apply.columns,
+                                                    alterExistingTable: alterExistingTable)
+                    if config.captures(r) {
+                        // After the tables' transaction: a slot cannot be created in a transaction that has written.
+                        let more = try CaptureSchema.migrate(db, table: config.apply.table, slot: config.capture.slotName(for: r.name),
+                                                             publication: config.capture.publication,
+                                                             origins: config.apply.connections + 1, alterExistingTable: alterExistingTable)
+                        report.done += more.done
+                        report.notes += more.notes
+                        report.problems += more.problems
+                    }
+                    return report
                 }
                 for line in report.done { print("region \(r.name): \(line)") }
                 for note in report.notes { print("region \(r.name): note: \(note)") }

@@ -50,11 +50,20 @@ extension ReplicatorConfig {
     func pipelineSettings(for region: Region) -> PipelineSettings {
         var s = PipelineSettings(region: region.name, conninfo: region.dsn.value, kafka: kafkaConfiguration,
                          topic: kafka.topic, consumerGroup: consumerGroup(for: region), table: apply.table,
-                         applyToOrigin: apply.applyToOrigin, maxBatchEvents: apply.maxBatchEvents,
+                         // A capturing region also applies events of its own origin: another region's
+                         // capture publishes a local edit of this region's message with its origin.
+                         applyToOrigin: apply.applyToOrigin || captures(region), maxBatchEvents: apply.maxBatchEvents,
                          maxBatchDelay: .milliseconds(apply.maxBatchDelayMs), maxBatchBytes: apply.maxBatchBytes,
                          groupInstanceID: groupInstanceID(for: region))
         s.columns = apply.columns
         s.timeouts = ApplyTimeouts(statement: .milliseconds(apply.statementTimeoutMs), lock: .milliseconds(apply.lockTimeoutMs))
+        s.markApplierOrigin = captures(region)
         return s
+    }
+
+    func captureSettings(for region: Region) -> CaptureSettings {
+        CaptureSettings(region: region.name, conninfo: region.dsn.value, slot: capture.slotName(for: region.name),
+                        publication: capture.publication, table: apply.table, columns: apply.columns, topic: kafka.topic,
+                        kafka: kafkaConfiguration)
     }
 }

@@ -86,6 +86,7 @@ struct Replay: AsyncParsableCommand {
             partition: partition, dryRun: dryRun)
         request.columns = settings.columns
         request.timeouts = settings.timeouts
+        request.markApplierOrigin = settings.markApplierOrigin
         let job = ReplayJob(request: request)
         let interrupts = InterruptHandler { count in
             if count == 1 {

@@ -43,6 +43,9 @@ struct Run: AsyncParsableCommand {
                                                metrics: metrics, logger: logger))
             }
             monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
+            if config.captures(region) {
+                services.append(RegionCapture(settings: config.captureSettings(for: region), status: status, logger: logger))
+            }
         }
         guard let listen = config.http.hostAndPort else {
             printError("configuration error: \(config.path): http.listen: not a host:port address")
@@ -61,7 +64,8 @@ struct Run: AsyncParsableCommand {
         logger.info("starting", metadata: [
             "version": "\(replicatorVersion)", "topic": "\(config.kafka.topic)",
             "regions": "\(config.regions.map(\.name).joined(separator: ","))",
-            "apply_connections": "\(config.apply.connections)"])
+            "apply_connections": "\(config.apply.connections)",
+            "capture": "\(config.regions.filter { config.captures($0) }.map(\.name).joined(separator: ","))"])
         let group = ServiceGroup(configuration: .init(
             // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
             // the monitors, continuous verification, the HTTP endpoint and the systemd notifier.

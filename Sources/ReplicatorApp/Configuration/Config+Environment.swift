@@ -20,13 +20,14 @@ extension RawConfig {
         ("REGION_REPLICATOR_HTTP_LISTEN", "http.listen"),
         ("REGION_REPLICATOR_LOG_LEVEL", "log.level"),
         ("REGION_REPLICATOR_LOG_FORMAT", "log.format"),
+        ("REGION_REPLICATOR_CAPTURE_ENABLED", "capture.enabled"),
     ]
 
     /// Variable-name prefixes owned by the configuration: an unknown variable under one of
     /// them is a typo and an error. Other `REGION_REPLICATOR_*` names are left alone.
     static let ownedEnvironmentPrefixes = [
         "REGION_REPLICATOR_KAFKA_", "REGION_REPLICATOR_APPLY_", "REGION_REPLICATOR_HTTP_",
-        "REGION_REPLICATOR_LOG_", "REGION_REPLICATOR_REGION_",
+        "REGION_REPLICATOR_LOG_", "REGION_REPLICATOR_REGION_", "REGION_REPLICATOR_CAPTURE_",
     ]
 
     /// Replaces the file's values with those from `environment`. Type errors name the variable.
@@ -69,6 +70,7 @@ extension RawConfig {
         if let v = string("REGION_REPLICATOR_HTTP_LISTEN") { listen = v }
         if let v = string("REGION_REPLICATOR_LOG_LEVEL") { level = v }
         if let v = string("REGION_REPLICATOR_LOG_FORMAT") { format = v }
+        if let v = try bool("REGION_REPLICATOR_CAPTURE_ENABLED") { capture.enabled = v }
 
         // Per-region DSNs: REGION_REPLICATOR_REGION_<NAME>_DSN.
         var regionsByVariable: [String: [Int]] = [:]

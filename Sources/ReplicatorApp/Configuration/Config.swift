@@ -44,10 +44,13 @@ public struct ReplicatorConfig: Sendable {
         public var name: String
         /// libpq conninfo or URI, from `dsn`, `dsn_file` or `REGION_REPLICATOR_REGION_<NAME>_DSN`.
         public var dsn: Secret
+        /// `regions[].capture`: overrides `capture.enabled` for this region; nil: it applies.
+        public var capture: Bool?
 
-        public init(name: String, dsn: Secret) {
+        public init(name: String, dsn: Secret, capture: Bool? = nil) {
             self.name = name
             self.dsn = dsn
+            self.capture = capture
         }
     }
 
@@ -138,6 +141,8 @@ public struct ReplicatorConfig: Sendable {
     public var log: Log
     /// Continuous verification (the `verify` section, off by default).
     public var verify = Verify()
+    /// Capture of each region's own writes (the `capture` section, off by default).
+    public var capture = Capture()
     /// The file this configuration came from (used in error messages).
     public var path: String
 

@@ -75,7 +75,7 @@ extension RawConfig {
                         + "\(ReplicatorConfig.dsnEnvironmentVariable(forRegion: raw.name))) for region \(quoted(raw.name))")
                 }
             }
-            regions.append(ReplicatorConfig.Region(name: raw.name, dsn: Secret(dsn)))
+            regions.append(ReplicatorConfig.Region(name: raw.name, dsn: Secret(dsn), capture: raw.capture?.value))
         }
 
         // apply
@@ -139,6 +139,7 @@ extension RawConfig {
             kafka: kafka, regions: regions, apply: apply, http: .init(listen: listen.value),
             log: .init(level: logLevel, format: logFormat), path: file)
         config.verify = try verify.validated(file: file)
+        config.capture = try capture.validated(file: file, regions: regions)
         return config
     }
 

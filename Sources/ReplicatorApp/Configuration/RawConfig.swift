@@ -25,6 +25,7 @@ struct RawConfig {
         var nameKey: String
         var dsn: DSNSource?
         var envDSN: Sourced<String>?
+        var capture: Sourced<Bool>?
     }
 
     var brokers: Sourced<String>?
@@ -53,8 +54,9 @@ struct RawConfig {
     var level: Sourced<String>?
     var format: Sourced<String>?
     var verify = RawVerify()
+    var capture = RawCapture()
 
-    static let topKeys = ["kafka", "regions", "apply", "http", "log", "verify"]
+    static let topKeys = ["kafka", "regions", "apply", "http", "log", "verify", "capture"]
     static let kafkaKeys = ["brokers", "topic", "group_prefix", "group_instance_id", "sasl_password_file",
                             "ssl_key_password_file", "properties"]
 
@@ -77,7 +79,7 @@ struct RawConfig {
         "bootstrap.servers": "set kafka.brokers",
         "metadata.broker.list": "set kafka.brokers",
     ]
-    static let regionKeys = ["name", "dsn", "dsn_file"]
+    static let regionKeys = ["name", "dsn", "dsn_file", "capture"]
     static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
                             "columns", "attributes_column", "connections", "statement_timeout_ms", "lock_timeout_ms"]
     static let httpKeys = ["listen"]
@@ -92,6 +94,7 @@ struct RawConfig {
         case "http": httpKeys
         case "log": logKeys
         case "verify": RawVerify.keys
+        case "capture": RawCapture.keys
         default: []
         }
     }
@@ -159,6 +162,7 @@ struct RawConfig {
                     }
                 }
             case "verify": try raw.verify.parse(entry.node, at: entry.key, walker)
+            case "capture": try raw.capture.parse(entry.node, at: entry.key, walker)
             case "http":
                 for e in try walker.entries(of: entry.node, at: entry.key, known: httpKeys) {
                     raw.listen = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
@@ -238,10 +242,12 @@ struct RawConfig {
             var name: Sourced<String>?
             var dsn: Sourced<String>?
             var dsnFile: Sourced<String>?
+            var capture: Sourced<Bool>?
             for e in try walker.entries(of: item, at: itemKey, known: Self.regionKeys, nullIsEmpty: false) {
                 switch e.name {
                 case "name": name = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                 case "dsn": dsn = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+                case "capture": capture = Sourced(value: try walker.bool(e.node, at: e.key), key: e.key)
                 default: dsnFile = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
                 }
             }
@@ -257,7 +263,7 @@ struct RawConfig {
                 throw walker.error(itemKey, "set exactly one of dsn or dsn_file, not both")
             }
             let source: DSNSource? = dsn.map { .inline($0) } ?? dsnFile.map { .file($0) }
-            items.append(RawRegion(key: itemKey, name: name.value, nameKey: name.key, dsn: source, envDSN: nil))
+            items.append(RawRegion(key: itemKey, name: name.value, nameKey: name.key, dsn: source, envDSN: nil, capture: capture))
         }
         if items.isEmpty {
             throw walker.error(key, "must list at least one region (each with name and dsn or dsn_file)")

@@ -1,0 +1,165 @@
+import Foundation
+import KafkaClient
+import Logging
+import PostgresClient
+
+extension RegionCapture {
+    /// How often the slot's confirmed position is reported while it moves, and at the longest
+    /// between two reports (the walsender ends a silent client after `wal_sender_timeout`).
+    static let statusInterval: Duration = .seconds(1)
+    static let idleStatusInterval: Duration = .seconds(10)
+    /// How long a stopping capture waits for outstanding acknowledgements.
+    static let drainLimit: Duration = .seconds(5)
+
+    /// One streaming session: checks the region, streams the slot from its confirmed position,
+    /// publishes, confirms. Returns only by throwing (``Stopping`` when asked to stop).
+    func session(_ producer: KafkaProducer) throws {
+        let ready: CaptureSchema.Ready
+        do {
+            let db = try PostgresConnection(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region)")
+            defer { db.close() }
+            ready = try CaptureSchema.inspect(db, table: settings.table, slot: settings.slot, publication: settings.publication)
+        }
+        let stream = try PostgresReplicationStream(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region)")
+        defer { stream.close() }
+        try stream.startLogical(slot: settings.slot, start: 0,
+                                options: [("proto_version", "1"), ("publication_names", settings.publication)])
+        var s = Session(checkpoint: CaptureCheckpoint(start: ready.confirmed, firstToken: nextToken), tableOID: ready.tableOID,
+                        schema: ready.schema, name: ready.name, reported: ready.confirmed)
+        logger.info("capture streaming the slot", metadata: ["slot": "\(settings.slot)", "from": "\(ready.confirmed)"])
+        defer { nextToken = s.checkpoint.nextToken }
+        while true {
+            heartbeat()
+            if stopping {
+                drain(producer, stream, &s)
+                throw Stopping()
+            }
+            try serveDeliveries(producer, &s, timeoutMs: 0)
+            try reportIfDue(stream, &s)
+            guard let message = try stream.receive(timeout: .milliseconds(100)) else { continue }
+            switch message {
+            case .keepalive(let end, _, let replyRequested):
+                s.checkpoint.keepalive(walEnd: LSN(end))
+                if replyRequested { try report(stream, &s) }
+            case .xlogData(_, _, _, let data):
+                try handle(try PgOutputMessage(decoding: data), producer, stream, &s)
+            }
+        }
+    }
+
+    /// A session's state.
+    struct Session {
+        var checkpoint: CaptureCheckpoint
+        var tableOID: UInt32
+        var schema: String
+        var name: String
+        var relations: [UInt32: PgOutputMessage.Relation] = [:]
+        var tx: CaptureEventMapper.Transaction?
+        /// The open transaction was written by the applier (its replication origin).
+        var echo = false
+        /// The position last reported to the server, and when.
+        var reported: LSN
+        var reportedAt = ContinuousClock.now
+    }
+
+    private func handle(_ m: PgOutputMessage, _ producer: KafkaProducer, _ stream: PostgresReplicationStream,
+                        _ s: inout Session) throws {
+        switch m {
+        case .begin(let b):
+            try s.checkpoint.begin()
+            s.tx = CaptureEventMapper.Transaction(commitLSN: b.finalLSN, commitTime: b.commitTimestamp)
+            s.echo = false
+        case .origin(let o):
+            if ApplierOrigin.isApplier(o.name) { s.echo = true }
+        case .commit(let c):
+            try s.checkpoint.commit(end: c.endLSN)
+            if s.echo { counts.echoes += 1 } else { counts.transactions += 1 }
+            s.tx = nil
+        case .relation(let r):
+            s.relations[r.oid] = r
+            // The table was dropped and created again: follow it by name.
+            if r.namespace == s.schema && r.name == s.name { s.tableOID = r.oid }
+        case .insert(let oid, _), .update(let oid, _, _), .delete(let oid, _):
+            guard oid == s.tableOID, !s.echo else { return }
+            guard var tx = s.tx, let relation = s.relations[oid] else {
+                throw PgOutputError(offset: 0, problem: "a row change before its transaction or its relation")
+            }
+            do {
+                let mapped = try mapper.map(m, relation: relation, in: &tx)
+                s.tx = tx
+                if let note = mapped.note {
+                    logger.warning("change published with a note", metadata: ["note": "\(note)", "commit_lsn": "\(tx.commitLSN)",
+                                                                                "message_id": "\(mapped.events.last?.messageID ?? "?")"])
+                }
+                for event in mapped.events { try publish(event, producer, stream, &s) }
+            } catch let e as UnpublishableChange {
+                counts.unpublishable += 1
+                logger.error("change of the messages table not published", metadata: [
+                    "reason": "\(e.reason.rawValue)", "detail": "\(e.detail)", "message_id": "\(e.messageID ?? "?")",
+                    "commit_lsn": "\(tx.commitLSN)"])
+            }
+        case .truncate(let t):
+            guard t.relations.contains(s.tableOID), !s.echo else { return }
+            counts.unpublishable += 1
+            logger.error("TRUNCATE of the messages table is not published (there is no event for it): the other regions keep their rows",
+                         metadata: ["reason": "\(UnpublishableChange.Reason.truncate.rawValue)",
+                                    "commit_lsn": "\(s.tx.map { "\($0.commitLSN)" } ?? "?")"])
+        case .type, .message:
+            break
+        }
+    }
+
+    /// Hands one event to the producer, serving acknowledgements and the server while the
+    /// producer's local queue is full.
+    private func publish(_ event: CapturedEvent, _ producer: KafkaProducer, _ stream: PostgresReplicationStream,
+                         _ s: inout Session) throws {
+        let token = try s.checkpoint.produced()
+        while try !producer.enqueue(topic: settings.topic, key: event.key, value: event.value,
+                                    timestampMs: event.timestampMs, token: token) {
+            heartbeat()
+            if stopping { throw Stopping() }
+            try serveDeliveries(producer, &s, timeoutMs: 100)
+            try reportIfDue(stream, &s)
+        }
+        counts.published += 1
+    }
+
+    /// Takes the producer's acknowledgements into the checkpoint. A delivery that failed ends
+    /// the session: the event is sent again from the slot.
+    private func serveDeliveries(_ producer: KafkaProducer, _ s: inout Session, timeoutMs: Int32) throws {
+        for d in producer.pollDeliveries(timeoutMs: timeoutMs) {
+            if let error = d.error {
+                // An event of an earlier session is sent again by this one anyway.
+                if s.checkpoint.isOutstanding(d.token) { throw error }
+                continue
+            }
+            if s.checkpoint.acknowledged(d.token) { counts.acknowledged += 1 }
+        }
+        if let fatal = producer.fatalError { throw fatal }
+    }
+
+    private func reportIfDue(_ stream: PostgresReplicationStream, _ s: inout Session) throws {
+        let since = ContinuousClock.now - s.reportedAt
+        if (s.checkpoint.confirmed > s.reported && since >= Self.statusInterval) || since >= Self.idleStatusInterval {
+            try report(stream, &s)
+        }
+    }
+
+    /// Tells the server the position the slot may confirm.
+    private func report(_ stream: PostgresReplicationStream, _ s: inout Session) throws {
+        let lsn = s.checkpoint.confirmed
+        try stream.sendStatus(written: lsn.value, flushed: lsn.value, applied: lsn.value)
+        if lsn > s.reported { logger.debug("confirmed", metadata: ["lsn": "\(lsn)", "unacknowledged": "\(s.checkpoint.unacknowledged)"]) }
+        s.reported = lsn
+        s.reportedAt = ContinuousClock.now
+    }
+
+    /// Stopping: waits a little for outstanding acknowledgements, then confirms what it may.
+    private func drain(_ producer: KafkaProducer, _ stream: PostgresReplicationStream, _ s: inout Session) {
+        let until = ContinuousClock.now.advanced(by: Self.drainLimit)
+        while s.checkpoint.unacknowledged > 0 && ContinuousClock.now < until {
+            do { try serveDeliveries(producer, &s, timeoutMs: 100) } catch { break }
+        }
+        try? report(stream, &s)
+    }
+}
