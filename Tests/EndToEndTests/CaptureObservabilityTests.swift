@@ -93,6 +93,11 @@ struct CaptureObservabilityTests {
             }
         }
         let m = try e.metrics()
+        // The capture series pass promtool's linter too (HELP, TYPE, names).
+        let file = h.dir + "/capture-metrics.txt"
+        try e.get("/metrics").body.write(to: URL(fileURLWithPath: file))
+        let check = try PrometheusTools.promtool(["check", "metrics"], stdinFile: file)
+        #expect(check.status == 0 && check.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(check.output)")
         #expect(m["region_replicator_capture_events_total{region=\"us-east-1\",outcome=\"published\"}"] == Double(rounds * 40))
         #expect(m["region_replicator_capture_events_total{region=\"us-east-1\",outcome=\"captured\"}"] == Double(rounds * 40))
         #expect(m["region_replicator_capture_events_total{region=\"eu-west-1\",outcome=\"captured\"}"] == 0)
