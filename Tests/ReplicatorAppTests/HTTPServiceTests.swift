@@ -469,7 +469,7 @@ struct HTTPServiceTests {
         #expect(Set((regions[1]["capture"] as? [String: Any] ?? [:]).keys) == [
             "slot", "streaming", "problem", "confirmed_lsn", "slot_active", "wal_status", "retained_wal_bytes", "slot_sampled_at",
             "last_acknowledged_commit", "events_captured", "events_published"])
-        #expect(try JSONDecoder().decode(LagDocument.self, from: data) == doc)
+        #expect(try JSONDecoder().decode(LagDocument.self, from: data).regions.map(\.capture) == doc.regions.map(\.capture))
     }
 
     @Test("`status` shows unknown, not 0, for figures nobody has measured yet")
