@@ -107,6 +107,7 @@ struct HTTPServiceTests {
             let throughUnix = try #require(Timestamp(rfc3339: through)).microseconds
             #expect(abs(Double(throughUnix) / 1e6 - (before - lagSeconds)) < 2, "replicated_through \(through)")
             #expect(ra["problem"] is NSNull)
+            #expect(ra["capture"] is NSNull, "a region that does not capture has a null capture object")
             let parts = try #require(ra["partitions"] as? [[String: Any]])
             #expect(parts.count == 2)
             #expect(Set(parts[0].keys) == ["partition", "next_offset", "high_watermark", "lag_events", "low_watermark", "expired_events"])
@@ -422,6 +423,53 @@ struct HTTPServiceTests {
             ap-southeast-1: 40 records gone from the topic (retention) before they were applied
 
             """)
+    }
+
+    @Test("`status` renders a capture table for capturing regions, naming a standing-by instance and a lost slot; /lag's capture object round-trips")
+    func statusCaptureTable() throws {
+        let sampled = "2026-11-24T10:00:01.000000Z"
+        func region(_ name: String, _ capture: CaptureDocument?) -> LagDocument.Region {
+            .init(region: name, up: true, problem: nil, lagEvents: 0, lagSeconds: 0, replicatedThrough: "2026-11-24T10:00:00.000000Z",
+                  lastApply: nil, lagSampleTimestamp: sampled, partitions: [], capture: capture)
+        }
+        let doc = LagDocument(topic: "chat.messages", kafka: "ok", regions: [
+            region("us-east-1", CaptureDocument(slot: "rr_us_east_1", streaming: true, problem: nil, confirmedLSN: "0/1A2B3C8", slotActive: true,
+                                                walStatus: "reserved", retainedWALBytes: 16384, slotSampledAt: sampled,
+                                                lastAcknowledgedCommit: "2026-11-24T10:00:00.950000Z", eventsCaptured: 812, eventsPublished: 812)),
+            region("eu-west-1", CaptureDocument(slot: "rr_eu_west_1", streaming: false, problem: "standing by: replication slot \"rr_eu_west_1\" is active for PID 4242",
+                                                confirmedLSN: nil, slotActive: true, walStatus: "reserved", retainedWALBytes: 1_288_490_189,
+                                                slotSampledAt: sampled, lastAcknowledgedCommit: nil, eventsCaptured: 0, eventsPublished: 0)),
+            region("ap-southeast-1", CaptureDocument(slot: "rr_ap_southeast_1", streaming: false, problem: "replication slot rr_ap_southeast_1 was invalidated",
+                                                     confirmedLSN: nil, slotActive: false, walStatus: "lost", retainedWALBytes: nil,
+                                                     slotSampledAt: sampled, lastAcknowledgedCommit: nil, eventsCaptured: 0, eventsPublished: 0)),
+            region("sa-east-1", nil),
+        ])
+        #expect(Status.render(doc) == """
+            REGION          UP   LAG EVENTS  LAG SECONDS  REPLICATED THROUGH
+            us-east-1       yes           0        0.000  2026-11-24T10:00:00.000000Z
+            eu-west-1       yes           0        0.000  2026-11-24T10:00:00.000000Z
+            ap-southeast-1  yes           0        0.000  2026-11-24T10:00:00.000000Z
+            sa-east-1       yes           0        0.000  2026-11-24T10:00:00.000000Z
+
+            CAPTURE         STREAMING  WAL STATUS  RETAINED WAL  CONFIRMED LSN  LAST ACKNOWLEDGED COMMIT     PUBLISHED
+            us-east-1       yes        reserved        16.0 KiB  0/1A2B3C8      2026-11-24T10:00:00.950000Z        812
+            eu-west-1       no         reserved         1.2 GiB  -              -                                    0
+            ap-southeast-1  no         lost             unknown  -              -                                    0
+
+            eu-west-1: capture: standing by: replication slot "rr_eu_west_1" is active for PID 4242
+            ap-southeast-1: capture slot rr_ap_southeast_1 is LOST (invalidated): see "A capture slot is lost" in docs/operations.md
+
+            """)
+        // /lag writes every key of a capture object (null when unknown) and null for a region
+        // that does not capture; `status` reads it back.
+        let data = try JSONEncoder().encode(doc)
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let regions = try #require(object["regions"] as? [[String: Any]])
+        #expect(regions[3]["capture"] is NSNull)
+        #expect(Set((regions[1]["capture"] as? [String: Any] ?? [:]).keys) == [
+            "slot", "streaming", "problem", "confirmed_lsn", "slot_active", "wal_status", "retained_wal_bytes", "slot_sampled_at",
+            "last_acknowledged_commit", "events_captured", "events_published"])
+        #expect(try JSONDecoder().decode(LagDocument.self, from: data).regions.map(\.capture) == doc.regions.map(\.capture))
     }
 
     @Test("`status` shows unknown, not 0, for figures nobody has measured yet")

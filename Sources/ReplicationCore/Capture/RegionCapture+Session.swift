@@ -10,23 +10,35 @@ extension RegionCapture {
     static let idleStatusInterval: Duration = .seconds(10)
     /// How long a stopping capture waits for outstanding acknowledgements.
     static let drainLimit: Duration = .seconds(5)
+    /// How often the slot's state and retained WAL are read while streaming.
+    static let slotSampleInterval: Duration = .seconds(5)
+    /// How often an instance standing by (the slot streamed elsewhere) tries to take it over.
+    static let standbyRetry: Duration = .seconds(1)
 
     /// One streaming session: checks the region, streams the slot from its confirmed position,
     /// publishes, confirms. Returns only by throwing (``Stopping`` when asked to stop).
     func session(_ producer: KafkaProducer) throws {
-        let ready: CaptureSchema.Ready
-        do {
-            let db = try PostgresConnection(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region)")
-            defer { db.close() }
-            ready = try CaptureSchema.inspect(db, table: settings.table, slot: settings.slot, publication: settings.publication)
-        }
+        // The session's own SQL connection: the checks, then the slot's samples.
+        let db = try PostgresConnection(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region) (slot monitor)")
+        defer { db.close() }
+        try sampleSlot(db)
+        let ready = try CaptureSchema.inspect(db, table: settings.table, slot: settings.slot, publication: settings.publication)
         let stream = try PostgresReplicationStream(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region)")
         defer { stream.close() }
-        try stream.startLogical(slot: settings.slot, start: 0,
-                                options: [("proto_version", "1"), ("publication_names", settings.publication)])
+        let started = Result { () throws(PostgresError) in
+            try stream.startLogical(slot: settings.slot, start: 0,
+                                    options: [("proto_version", "1"), ("publication_names", settings.publication)])
+        }
+        if case .failure(let error) = started {
+            // object_in_use: "replication slot ... is active for PID n".
+            if error.code.raw == "55006" { throw SlotBusy(message: error.message) }
+            throw error
+        }
         var s = Session(checkpoint: CaptureCheckpoint(start: ready.confirmed, firstToken: nextToken), tableOID: ready.tableOID,
-                        schema: ready.schema, name: ready.name, reported: ready.confirmed)
+                        schema: ready.schema, name: ready.name, reported: ready.confirmed, db: db)
         logger.info("capture streaming the slot", metadata: ["slot": "\(settings.slot)", "from": "\(ready.confirmed)"])
+        reporter.streaming(nil)
+        reporter.confirmed(ready.confirmed)
         defer { nextToken = s.checkpoint.nextToken }
         while true {
             heartbeat()
@@ -36,6 +48,7 @@ extension RegionCapture {
             }
             try serveDeliveries(producer, &s, timeoutMs: 0)
             try reportIfDue(stream, &s)
+            try sampleIfDue(&s)
             guard let message = try stream.receive(timeout: .milliseconds(100)) else { continue }
             switch message {
             case .keepalive(let end, _, let replyRequested):
@@ -60,6 +73,11 @@ extension RegionCapture {
         /// The position last reported to the server, and when.
         var reported: LSN
         var reportedAt = ContinuousClock.now
+        /// The session's SQL connection (slot samples) and when the slot was last read.
+        var db: PostgresConnection
+        var sampledAt = ContinuousClock.now
+        /// The commit time (unix µs, as sent) of the transaction of each unacknowledged event.
+        var commitTimes: [UInt64: Int64] = [:]
     }
 
     private func handle(_ m: PgOutputMessage, _ producer: KafkaProducer, _ stream: PostgresReplicationStream,
@@ -73,7 +91,12 @@ extension RegionCapture {
             if ApplierOrigin.isApplier(o.name) { s.echo = true }
         case .commit(let c):
             try s.checkpoint.commit(end: c.endLSN)
-            if s.echo { counts.echoes += 1 } else { counts.transactions += 1 }
+            if s.echo {
+                counts.echoes += 1
+                reporter.echoTransaction()
+            } else {
+                counts.transactions += 1
+            }
             s.tx = nil
         case .relation(let r):
             s.relations[r.oid] = r
@@ -94,6 +117,7 @@ extension RegionCapture {
                 for event in mapped.events { try publish(event, producer, stream, &s) }
             } catch let e as UnpublishableChange {
                 counts.unpublishable += 1
+                reporter.changeUnpublishable()
                 logger.error("change of the messages table not published", metadata: [
                     "reason": "\(e.reason.rawValue)", "detail": "\(e.detail)", "message_id": "\(e.messageID ?? "?")",
                     "commit_lsn": "\(tx.commitLSN)"])
@@ -101,6 +125,7 @@ extension RegionCapture {
         case .truncate(let t):
             guard t.relations.contains(s.tableOID), !s.echo else { return }
             counts.unpublishable += 1
+            reporter.changeUnpublishable()
             logger.error("TRUNCATE of the messages table is not published (there is no event for it): the other regions keep their rows",
                          metadata: ["reason": "\(UnpublishableChange.Reason.truncate.rawValue)",
                                     "commit_lsn": "\(s.tx.map { "\($0.commitLSN)" } ?? "?")"])
@@ -120,8 +145,11 @@ extension RegionCapture {
             if stopping { throw Stopping() }
             try serveDeliveries(producer, &s, timeoutMs: 100)
             try reportIfDue(stream, &s)
+            try sampleIfDue(&s)
         }
+        if let at = s.tx?.commitTime { s.commitTimes[token] = at.microseconds }
         counts.published += 1
+        reporter.eventCaptured()
     }
 
     /// Takes the producer's acknowledgements into the checkpoint. A delivery that failed ends
@@ -133,7 +161,10 @@ extension RegionCapture {
                 if s.checkpoint.isOutstanding(d.token) { throw error }
                 continue
             }
-            if s.checkpoint.acknowledged(d.token) { counts.acknowledged += 1 }
+            if s.checkpoint.acknowledged(d.token) {
+                counts.acknowledged += 1
+                reporter.eventPublished(commitMicros: s.commitTimes.removeValue(forKey: d.token))
+            }
         }
         if let fatal = producer.fatalError { throw fatal }
     }
@@ -152,6 +183,26 @@ extension RegionCapture {
         if lsn > s.reported { logger.debug("confirmed", metadata: ["lsn": "\(lsn)", "unacknowledged": "\(s.checkpoint.unacknowledged)"]) }
         s.reported = lsn
         s.reportedAt = ContinuousClock.now
+        reporter.confirmed(lsn)
+    }
+
+    private func sampleIfDue(_ s: inout Session) throws {
+        guard ContinuousClock.now - s.sampledAt >= Self.slotSampleInterval else { return }
+        s.sampledAt = ContinuousClock.now
+        try sampleSlot(s.db)
+    }
+
+    /// Reads the slot's state into the metrics and `/lag`. A slot invalidated by the server
+    /// (`wal_status = lost`) can never stream again: said loudly, with the runbook, and the
+    /// session ends (retried slowly until a person recreated the slot).
+    func sampleSlot(_ db: PostgresConnection) throws {
+        let state = try SlotState.read(db, slot: settings.slot)
+        reporter.slot(state)
+        if let state, state.lost {
+            logger.error("capture slot invalidated (wal_status = lost): the changes since its confirmed position were never published; follow the runbook \"A capture slot is lost\" in docs/operations.md (recreate the slot with `region-replicator migrate`, then `verify --repair`)",
+                         metadata: ["slot": "\(settings.slot)", "confirmed_lsn": "\(state.confirmed.map { "\($0)" } ?? "?")"])
+            throw CaptureSchema.Problem(description: "replication slot \(settings.slot) was invalidated (wal_status = lost): see \"A capture slot is lost\" in docs/operations.md")
+        }
     }
 
     /// Stopping: waits a little for outstanding acknowledgements, then confirms what it may.

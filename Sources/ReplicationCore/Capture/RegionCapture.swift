@@ -22,6 +22,7 @@ public final class RegionCapture: @unchecked Sendable {
     let logger: Logger
     let status: ReplicationStatus
     let mapper: CaptureEventMapper
+    let reporter: CaptureReporter
     private let stopRequested = Atomic<Bool>(false)
 
     // Capture-thread state.
@@ -41,9 +42,18 @@ public final class RegionCapture: @unchecked Sendable {
     /// The end of a session that is not a failure: the daemon is stopping.
     struct Stopping: Error {}
 
-    public init(settings: CaptureSettings, status: ReplicationStatus, logger: Logger) {
+    /// The slot is streamed by another process (another instance, or the walsender of this
+    /// instance's previous session that has not noticed its end yet): stand by and retry.
+    struct SlotBusy: Error, CustomStringConvertible {
+        var message: String
+        var description: String { "standing by: \(message)" }
+    }
+
+    /// - Parameter capture: the shared status `/lag` shows (nil: metrics only).
+    public init(settings: CaptureSettings, status: ReplicationStatus, capture: CaptureStatus? = nil, logger: Logger) {
         self.settings = settings
         self.status = status
+        reporter = CaptureReporter(region: settings.region, status: capture)
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
         logger[metadataKey: "loop"] = "\(CaptureSettings.loopName)"
@@ -75,6 +85,8 @@ public final class RegionCapture: @unchecked Sendable {
                                                    "table": "\(settings.table)", "topic": "\(settings.topic)"])
         var backoff = Backoff()
         var slowBackoff = Backoff(initial: .seconds(5), maximum: .seconds(60))
+        var standbyBackoff = Backoff(initial: Self.standbyRetry, maximum: Self.standbyRetry * 2)
+        var standingBy = false
         while !stopping {
             heartbeat()
             let started = ContinuousClock.now
@@ -83,7 +95,19 @@ public final class RegionCapture: @unchecked Sendable {
                 try session(producer)
             } catch is Stopping {
                 break
+            } catch let busy as SlotBusy {
+                // Several instances: one streams the slot, the others wait for it quietly and
+                // take over once its walsender is gone.
+                reporter.streaming("\(busy)")
+                logger.log(level: standingBy ? .debug : .info,
+                           "capture standing by: another process streams the slot, retrying until it is free",
+                           metadata: ["slot": "\(settings.slot)", "reason": "\(busy.message)"])
+                standingBy = true
+                backoff = Backoff()
+                Backoff.wait(standbyBackoff.next(), slice: .milliseconds(200), stop: { stopping }, tick: heartbeat)
             } catch {
+                standingBy = false
+                reporter.streaming("\(error)")
                 // A session that ran a while was healthy: start the backoff over.
                 if ContinuousClock.now - started > .seconds(30) {
                     backoff = Backoff()
@@ -97,6 +121,7 @@ public final class RegionCapture: @unchecked Sendable {
                 Backoff.wait(delay, slice: .milliseconds(200), stop: { stopping }, tick: heartbeat)
             }
         }
+        reporter.streaming("stopped")
         if let producer {
             _ = try? producer.flush(timeoutMs: 5000)
             self.producer = nil

@@ -26,6 +26,9 @@ struct Run: AsyncParsableCommand {
         let registry = MetricsSetup.bootstrap()
         let status = ReplicationStatus(topic: config.kafka.topic, regions: config.regions.map(\.name),
                                        pipelines: PipelineSettings.loopNames(connections: config.apply.connections))
+        let captureStatus = CaptureStatus(regions: config.regions.filter { config.captures($0) }.map {
+            (region: $0.name, slot: config.captureSettings(for: $0).slot)
+        })
         var services: [any Service] = []
         var monitors: [any Service] = []
         var regionMetrics: [RegionMetrics] = []
@@ -44,7 +47,8 @@ struct Run: AsyncParsableCommand {
             }
             monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
             if config.captures(region) {
-                services.append(RegionCapture(settings: config.captureSettings(for: region), status: status, logger: logger))
+                services.append(RegionCapture(settings: config.captureSettings(for: region), status: status, capture: captureStatus,
+                                              logger: logger))
             }
         }
         guard let listen = config.http.hostAndPort else {
@@ -53,7 +57,7 @@ struct Run: AsyncParsableCommand {
         }
         let redactor = Redactor(config: config)
         let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
-                               logger: logger, redact: { redactor($0) })
+                               capture: captureStatus, logger: logger, redact: { redactor($0) })
         let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
         var antiEntropy: [any Service] = []
         if config.verify.enabled {

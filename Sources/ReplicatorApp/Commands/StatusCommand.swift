@@ -167,6 +167,6 @@ struct Status: AsyncParsableCommand {
             out += "\n"
             for r in lost { out += "\(r.region): \(r.gone ?? 0) records gone from the topic (retention) before they were applied\n" }
         }
-        return out
+        return out + renderCapture(doc)
     }
 }

@@ -30,13 +30,14 @@ public struct HTTPService: Service {
     ///   - redact: applied to every error string a response carries (a second line of defence:
     ///     the status's problem strings hold no secrets in the first place).
     ///   - onListening: called with the bound port once the server accepts connections.
+    ///   - capture: the capture side of each capturing region (`/lag`'s `capture` objects).
     public init(listen: (host: String, port: Int), status: ReplicationStatus, metrics: [RegionMetrics],
-                registry: PrometheusCollectorRegistry, logger: Logger,
+                registry: PrometheusCollectorRegistry, capture: CaptureStatus? = nil, logger: Logger,
                 redact: @escaping @Sendable (String) -> String = { $0 },
                 onListening: @escaping @Sendable (_ port: Int) async -> Void = { _ in }) {
         self.host = listen.host
         self.port = listen.port
-        self.routes = HTTPRoutes(status: status, metrics: metrics, registry: registry, redact: redact)
+        self.routes = HTTPRoutes(status: status, metrics: metrics, registry: registry, capture: capture, redact: redact)
         var logger = logger
         logger[metadataKey: "loop"] = "http"
         self.logger = logger
@@ -109,11 +110,13 @@ struct HTTPRoutes: HTTPResponder {
     let status: ReplicationStatus
     let metrics: [String: RegionMetrics]
     let registry: PrometheusCollectorRegistry
+    let capture: CaptureStatus?
     let redact: @Sendable (String) -> String
 
     init(status: ReplicationStatus, metrics: [RegionMetrics], registry: PrometheusCollectorRegistry,
-         redact: @escaping @Sendable (String) -> String) {
+         capture: CaptureStatus? = nil, redact: @escaping @Sendable (String) -> String) {
         self.status = status
+        self.capture = capture
         self.metrics = Dictionary(metrics.map { ($0.region, $0) }, uniquingKeysWith: { a, _ in a })
         self.registry = registry
         self.redact = redact
@@ -145,7 +148,7 @@ struct HTTPRoutes: HTTPResponder {
                             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         case .lag:
-            return Self.json(.ok, LagDocument(snapshot, redact: redact))
+            return Self.json(.ok, LagDocument(snapshot, capture: capture?.snapshot() ?? [:], redact: redact))
         case .live:
             let ok = snapshot.stalledLoops.isEmpty
             return Self.json(ok ? .ok : .serviceUnavailable,
@@ -199,9 +202,11 @@ struct LagDocument: Codable, Sendable, Equatable {
         /// Records deleted from the topic before this instance applied them (since start).
         /// Optional only so that `status` still reads the `/lag` of an older daemon.
         var gone: Int64?
+        /// The capture side of a capturing region; null for a region that does not capture.
+        var capture: CaptureDocument? = nil
 
         enum CodingKeys: String, CodingKey {
-            case region, up, problem, partitions, gone
+            case region, up, problem, partitions, gone, capture
             case assignedPartitions = "assigned_partitions"
             case lagEvents = "lag_events"
             case expiredEvents = "expired_events"
@@ -226,6 +231,7 @@ struct LagDocument: Codable, Sendable, Equatable {
             try c.encode(partitions, forKey: .partitions)
             try c.encode(assignedPartitions ?? [], forKey: .assignedPartitions)
             try c.encode(gone ?? 0, forKey: .gone)
+            try c.encode(capture, forKey: .capture)
         }
     }
 
@@ -240,7 +246,7 @@ struct LagDocument: Codable, Sendable, Equatable {
         self.regions = regions
     }
 
-    init(_ s: ReplicationSnapshot, redact: (String) -> String) {
+    init(_ s: ReplicationSnapshot, capture: [String: CaptureRegionStatus] = [:], redact: (String) -> String) {
         topic = s.topic
         kafka = s.kafkaOK ? "ok" : redact(s.kafkaProblem ?? "not reachable")
         regions = s.regions.map { r in
@@ -248,7 +254,8 @@ struct LagDocument: Codable, Sendable, Equatable {
             return Region(region: r.region, up: r.up, problem: r.problem.map(redact), lagEvents: r.lagEvents,
                           expiredEvents: r.expiredEvents, lagSeconds: lag, replicatedThrough: Self.rfc3339(r.replicatedThrough),
                           lastApply: r.lastApply.map(Self.rfc3339), lagSampleTimestamp: r.sampledAt.map(Self.rfc3339),
-                          partitions: r.partitions, assignedPartitions: r.assignedPartitions, gone: r.gone)
+                          partitions: r.partitions, assignedPartitions: r.assignedPartitions, gone: r.gone,
+                          capture: capture[r.region].map { CaptureDocument($0, redact: redact) })
         }
     }
 

@@ -33,6 +33,14 @@ public enum MetricsSetup {
         MetricName.buildInfo: "Always 1; the version label is the running region-replicator version.",
         MetricName.divergentRows: "Rows and tombstones of the region that differ from the other regions and persisted after every region applied the events in flight (continuous verification; sum of the latest result of every slice).",
         MetricName.verifyLastFullPass: "Unix time continuous verification last finished a full pass over the key space (0: none yet).",
+        MetricName.captureEvents: "Events of the region's own writes, by outcome: captured (handed to the capture producer), published (acknowledged by Kafka), unpublishable (a change of the messages table no event can carry).",
+        MetricName.captureEchoTransactions: "Transactions of the region's slot written by the applier (its replication origin) and therefore not published again.",
+        MetricName.captureLag: "Seconds from the commit of a region's own write to Kafka's acknowledgement of its event.",
+        MetricName.captureUp: "1 while this instance streams the region's replication slot, else 0 (another instance may stream it).",
+        MetricName.captureRetainedWAL: "WAL bytes the region's capture slot holds on the server: pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn); 0 when not read or invalidated.",
+        MetricName.captureWALStatus: "wal_status of the region's capture slot: 0 unknown, 1 reserved, 2 extended, 3 unreserved, 4 lost (invalidated), 5 missing (no such slot).",
+        MetricName.captureSlotActive: "1 when a walsender (of any instance) streams the region's capture slot, else 0.",
+        MetricName.captureLastAcknowledgedCommit: "Commit time (unix) of the newest transaction of the region with an event acknowledged by Kafka (0: none since start).",
         MetricName.verifySlices: "Slices of the key space verified by continuous verification, by result (consistent, divergent, failed).",
     ]
 
