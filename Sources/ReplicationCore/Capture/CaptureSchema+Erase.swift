@@ -72,6 +72,10 @@ extension CaptureSchema {
     /// Creates or replaces `replicator_erase_session` (idempotent).
     /// - Returns: a line for the report when the function was created or changed.
     static func migrateEraseFunction(_ db: PostgresConnection, table: TableName, columns: MessageColumns) throws(PostgresError) -> String? {
+        // Before 14 pgoutput cannot send the function's logical message: an erasure would
+        // never be published, so there is no function to call.
+        let version = try db.query("SHOW server_version_num").rows.first?.first.flatMap { $0.flatMap { Int($0) } } ?? 0
+        guard version >= 140000 else { return nil }
         let (missing, tables) = try Schema.check(db, table: table)
         guard missing.isEmpty,
               let resolved = try db.query("""

@@ -16,6 +16,8 @@ public enum CaptureSchema {
         public var name: String
         /// The slot's confirmed flush position: where the stream resumes.
         public var confirmed: LSN
+        /// pgoutput sends logical messages (the session erasures) from Postgres 14 on.
+        public var sendsMessages: Bool
     }
 
     /// Creates what capture needs that is missing. Runs outside any transaction (a slot cannot
@@ -108,6 +110,7 @@ public enum CaptureSchema {
         guard s[0] == "pgoutput", s[1] == "t", let confirmed = s[2].flatMap({ LSN(text: $0) }) else {
             throw Problem(description: "replication slot \(slot) is not a pgoutput slot of this database (or it was invalidated)")
         }
-        return Ready(tableOID: oid, schema: schema, name: name, confirmed: confirmed)
+        let version = try db.query("SHOW server_version_num").rows.first?.first.flatMap { $0.flatMap { Int($0) } } ?? 0
+        return Ready(tableOID: oid, schema: schema, name: name, confirmed: confirmed, sendsMessages: version >= 140000)
     }
 }

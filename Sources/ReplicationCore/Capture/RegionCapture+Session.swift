@@ -22,10 +22,10 @@ extension RegionCapture {
         }
         let stream = try PostgresReplicationStream(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region)")
         defer { stream.close() }
-        try stream.startLogical(slot: settings.slot, start: 0,
-                                options: [("proto_version", "1"), ("publication_names", settings.publication),
-                                          // The session erasures of `replicator_erase_session` (logical messages).
-                                          ("messages", "true")])
+        var options = [("proto_version", "1"), ("publication_names", settings.publication)]
+        // The session erasures of `replicator_erase_session` (logical messages; Postgres 14+).
+        if ready.sendsMessages { options.append(("messages", "true")) }
+        try stream.startLogical(slot: settings.slot, start: 0, options: options)
         var s = Session(checkpoint: CaptureCheckpoint(start: ready.confirmed, firstToken: nextToken), tableOID: ready.tableOID,
                         schema: ready.schema, name: ready.name, reported: ready.confirmed)
         logger.info("capture streaming the slot", metadata: ["slot": "\(settings.slot)", "from": "\(ready.confirmed)"])
