@@ -73,6 +73,41 @@ struct CaptureWritesTests {
         #expect(!log.contains("not published"), "\(log.suffix(3000))")
     }
 
+    @Test("the example application with captured=True (no publish step) in every region: every region ends with the same rows")
+    func pythonExampleUnderCapture() throws {
+        guard let python = EventContractTests.python else {
+            throw TestSetupError("RR_TEST_PYTHON is not set: run the tests with `bash scripts/test` (it makes the venv)")
+        }
+        let prefix = Self.prefix()
+        let h = try Self.harness(prefix)
+        defer { C.dropSlots(h, prefix: prefix) }
+        try h.startDaemon()
+        var arguments = [EventContractTests.repository + "/examples/python/demo.py", "--brokers", h.cluster.bootstrap, "--topic", h.cluster.topic]
+        for r in h.regions { arguments += ["--region", "\(r)=\(h.dbs.conninfo(r))", "--captured", r] }
+        let out = try TestEnvironment.run(python, arguments, timeout: .seconds(180))
+        let summary = try #require(out.split(separator: "\n").last.flatMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        let expected = try #require(summary["expected_messages"] as? Int)
+        // Every region's erasure reached every region (rows alone could match before it did).
+        try waitUntil("every region to hold the three session tombstones") {
+            try h.regions.allSatisfy {
+                try h.dbs.query($0, "SELECT count(*) FROM replicator_session_tombstones WHERE session_id LIKE 'erase-me-%'") == [["\(h.regions.count)"]]
+            }
+        }
+        try C.waitIdentical(h, count: expected)
+        for r in h.regions {
+            #expect(try h.dbs.query(r, "SELECT count(*) FROM messages WHERE session_id LIKE 'erase-me-%'") == [["0"]], "\(r)")
+            #expect(try h.dbs.query(r, "SELECT count(*) FROM messages WHERE version = 3") == [["\(h.regions.count)"]], "\(r)")
+        }
+        // Nothing was published by the application: per region 5 INSERTs, 2 UPDATEs, 1 DELETE
+        // and 1 erasure, one record each, all capture's.
+        try C.waitSlotsCaughtUp(h, prefix: prefix)
+        let published = try C.records(h)
+        #expect(published == Int64(9 * h.regions.count), "records on the topic: \(published)")
+        let log = h.daemonLogs()
+        #expect(!log.contains("not published"), "\(log.suffix(3000))")
+    }
+
     @Test("verify --repair in a capturing region writes as the applier: nothing of it is published")
     func repairIsNotEchoed() throws {
         let prefix = Self.prefix()
