@@ -92,6 +92,27 @@ struct CaptureEventMapperTests {
             throws: { ($0 as? UnpublishableChange).map { $0.reason == .noOldRow && $0.messageID == Self.id.uuidString.lowercased() } == true }
     }
 
+    @Test("a session erasure message: one session.deleted; the erased rows' DELETEs that follow publish nothing; hostile content refused")
+    func sessionErasure() throws {
+        var t = Self.tx
+        let mapped = try Self.mapper.erasure(Array(#"{"session_id": "sess-42", "occurred_at": "2026-12-06T20:05:00.250000Z"}"#.utf8), in: &t)
+        let decoded = try mapped.events.map { try EventDecoder.decode($0.value).get() }
+        #expect(decoded == [.sessionDeleted(SessionDeletion(sessionID: "sess-42", originRegion: "us-east-1",
+                                                             occurredAt: Timestamp(rfc3339: "2026-12-06T20:05:00.25Z")!))])
+        #expect(mapped.events.first?.key == Array("sess-42".utf8) && t.produced == 1)
+        let erasedRow = try Self.mapper.map(.delete(relation: 16384, old: .init(kind: .full, tuple: Self.row())), relation: Self.relation, in: &t)
+        #expect(erasedRow.events.isEmpty)
+        let otherSession = try Self.mapper.map(.delete(relation: 16384, old: .init(kind: .full, tuple: Self.row(session: "other"))),
+                                               relation: Self.relation, in: &t)
+        #expect(otherSession.events.count == 1)
+        for hostile in [#"{"session_id": "", "occurred_at": "2026-12-06T20:05:00Z"}"#, #"{"session_id": "s"}"#, "not json", "[1]",
+                        #"{"session_id": "s", "occurred_at": "yesterday"}"#, #"{"session_id": 7, "occurred_at": "2026-12-06T20:05:00Z"}"#,
+                        #"{"session_id": "a\u0000b", "occurred_at": "2026-12-06T20:05:00Z"}"#] {
+            var u = Self.tx
+            #expect(throws: UnpublishableChange.self, "\(hostile)") { try Self.mapper.erasure(Array(hostile.utf8), in: &u) }
+        }
+    }
+
     @Test("values an event cannot carry are refused with the column named")
     func invalidValues() {
         let cases: [(M.Tuple, UnpublishableChange.Reason, String)] = [

@@ -17,10 +17,13 @@ async def main() -> None:
     parser.add_argument("--brokers", required=True)
     parser.add_argument("--topic", default="chat.messages")
     parser.add_argument("--region", action="append", required=True, help="NAME=DSN")
+    parser.add_argument("--captured", action="append", default=[],
+                        help="NAME of a region whose writes region-replicator captures: no publishing there")
     args = parser.parse_args()
     regions = dict(r.split("=", 1) for r in args.region)
     config = {name: {"db_primary": dsn, "db_replica": dsn} for name, dsn in regions.items()}
-    layers = {name: RegionAwareDataLayer(name, config, {"bootstrap.servers": args.brokers}, args.topic)
+    layers = {name: RegionAwareDataLayer(name, config, {"bootstrap.servers": args.brokers}, args.topic,
+                                         captured=name in args.captured)
               for name in regions}
     live = 0
     for name, layer in layers.items():

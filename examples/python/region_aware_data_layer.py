@@ -3,6 +3,10 @@
 Writes go to the local region's Postgres first, then the same change is published to Kafka as an
 event of docs/events.md; region-replicator applies it to every other region. Requires
 `psycopg` (3) and `confluent-kafka`.
+
+With `captured=True` (the region runs region-replicator's capture, docs/operations.md) the layer
+only writes locally: the publish step is gone, capture publishes every INSERT, UPDATE and DELETE
+from the region's log, and a session is erased with `replicator_erase_session`.
 """
 from __future__ import annotations
 
@@ -27,16 +31,18 @@ def rfc3339(value: datetime) -> str:
 
 
 class RegionAwareDataLayer:
-    def __init__(self, local_region: str, regions_config: dict, kafka_config: dict, topic: str = "chat.messages"):
+    def __init__(self, local_region: str, regions_config: dict, kafka_config: dict, topic: str = "chat.messages",
+                 captured: bool = False):
         self.local_region = local_region
+        self.captured = captured
         self.config = regions_config
         self.topic = topic
         self.local_db = self._connect(regions_config[local_region]["db_primary"])
         self.local_replica = self._connect(regions_config[local_region]["db_replica"])
         # Idempotent producer: retries after a lost acknowledgement never write a record twice,
         # and records of one partition keep their order.
-        self.replication_queue = Producer({**kafka_config, "enable.idempotence": True, "acks": "all",
-                                           "linger.ms": 5})
+        self.replication_queue = None if captured else Producer(
+            {**kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
         self._errors: list[str] = []
 
     @staticmethod
@@ -104,6 +110,13 @@ class RegionAwareDataLayer:
 
     async def erase_session(self, session_id: str) -> None:
         """Erase a session: every message created up to now, in every region."""
+        if self.captured:
+            # One transaction: the rows, the session tombstone, and the message capture
+            # publishes as `session.deleted` (a plain DELETE would be one tombstone per row).
+            with self.local_db.cursor() as cur:
+                cur.execute("SELECT replicator_erase_session(%s)", [session_id])
+            self.local_db.commit()
+            return
         occurred_at = datetime.now(timezone.utc)
         with self.local_db.cursor() as cur:
             cur.execute("DELETE FROM messages WHERE session_id = %s AND created_at <= %s", [session_id, occurred_at])
@@ -127,6 +140,8 @@ class RegionAwareDataLayer:
 
     async def _queue_replication(self, message: dict):
         """Publish to the replication topic, keyed by session_id (one session, one partition)."""
+        if self.captured:
+            return  # capture publishes the local write from the region's log
         def delivered(err, _msg):
             if err is not None:
                 self._errors.append(str(err))
@@ -141,6 +156,8 @@ class RegionAwareDataLayer:
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Waits until every published event is acknowledged; raises if any failed for good."""
+        if self.replication_queue is None:
+            return
         remaining = await asyncio.to_thread(self.replication_queue.flush, timeout)
         if remaining:
             raise KafkaException(f"{remaining} events not acknowledged after {timeout} s")
@@ -148,6 +165,7 @@ class RegionAwareDataLayer:
             raise KafkaException("events not delivered: " + "; ".join(self._errors[:5]))
 
     def close(self) -> None:
-        self.replication_queue.flush(30)
+        if self.replication_queue is not None:
+            self.replication_queue.flush(30)
         self.local_db.close()
         self.local_replica.close()

@@ -50,6 +50,9 @@ public struct UnpublishableChange: Error, Sendable, Hashable, CustomStringConver
 /// - DELETE: `message.deleted` of the old row's message at its version + 1 (it wins over the
 ///   deleted version and every edit up to it). A DELETE without the old row — the table's
 ///   replica identity is not `FULL` — carries no session and no version: unpublishable.
+/// - A session erased by `replicator_erase_session` (``CaptureSchema/eraseSessionFunction``):
+///   one `session.deleted` event (``erasure(_:in:)``); the DELETEs of its rows in the same
+///   transaction publish nothing more.
 ///
 /// Every event names the row's `region` column as `origin_region`, and gets the event id
 /// `capture:<region>:<commit LSN>:<n>` (n counts the transaction's events), the same every time
@@ -69,6 +72,9 @@ public struct CaptureEventMapper: Sendable {
         public var commitTime: Timestamp?
         /// Events produced so far for this transaction (numbers the event ids).
         public var produced = 0
+        /// Sessions erased by `replicator_erase_session` in this transaction, and the instant:
+        /// the DELETEs of their rows that follow are part of the erasure, not events of their own.
+        public var erased: [String: Timestamp] = [:]
 
         public init(commitLSN: LSN, commitTime: Timestamp?) {
             self.commitLSN = commitLSN
@@ -109,7 +115,9 @@ public struct CaptureEventMapper: Sendable {
                 throw UnpublishableChange(.noOldRow, "a DELETE carries only the key: the table's replica identity is not FULL, so the message's session and version are unknown",
                                           messageID: layout.messageIDText(old.tuple))
             }
-            return Mapped(events: [try deletion(try layout.row(old.tuple, fill: nil), &tx)])
+            let row = try layout.row(old.tuple, fill: nil)
+            if let at = tx.erased[row.sessionID], row.createdAt <= at { return Mapped(events: []) }
+            return Mapped(events: [try deletion(row, &tx)])
         default:
             throw UnpublishableChange(.invalidValue, "not a row change")
         }
@@ -117,7 +125,7 @@ public struct CaptureEventMapper: Sendable {
 
     // MARK: - Events
 
-    private func eventID(_ tx: inout Transaction) -> String {
+    func eventID(_ tx: inout Transaction) -> String {
         defer { tx.produced += 1 }
         return "capture:\(region):\(tx.commitLSN):\(tx.produced)"
     }

@@ -2,7 +2,7 @@ public import PostgresClient
 
 /// What capture needs in a region's database, created by `migrate` and checked by `run`:
 /// `wal_level = logical`, the messages table with `REPLICA IDENTITY FULL`, a publication of it,
-/// a `pgoutput` slot, and the applier's replication origins.
+/// a `pgoutput` slot, the applier's replication origins, and `replicator_erase_session`.
 public enum CaptureSchema {
     /// A reason capture cannot stream a region until a person acts (retried slowly).
     public struct Problem: Error, Sendable, CustomStringConvertible {
@@ -16,12 +16,14 @@ public enum CaptureSchema {
         public var name: String
         /// The slot's confirmed flush position: where the stream resumes.
         public var confirmed: LSN
+        /// pgoutput sends logical messages (the session erasures) from Postgres 14 on.
+        public var sendsMessages: Bool
     }
 
     /// Creates what capture needs that is missing. Runs outside any transaction (a slot cannot
     /// be created in a transaction that has written). The messages table is altered
     /// (`REPLICA IDENTITY FULL`) only when `migrate` created it or `alterExistingTable`.
-    public static func migrate(_ db: PostgresConnection, table: TableName, slot: String, publication: String,
+    public static func migrate(_ db: PostgresConnection, table: TableName, columns: MessageColumns, slot: String, publication: String,
                                origins: Int, alterExistingTable: Bool) throws(PostgresError) -> Schema.MigrateReport {
         var report = Schema.MigrateReport()
         let level = try db.query("SHOW wal_level").rows.first?.first ?? nil
@@ -68,6 +70,7 @@ public enum CaptureSchema {
         }
         let created = try ApplierOrigin.ensure(count: origins, on: db)
         if !created.isEmpty { report.done.append("created replication origins \(created.joined(separator: ", ")) (they mark the applier's writes)") }
+        if let erase = try migrateEraseFunction(db, table: table, columns: columns) { report.done.append(erase) }
         return report
     }
 
@@ -107,6 +110,7 @@ public enum CaptureSchema {
         guard s[0] == "pgoutput", s[1] == "t", let confirmed = s[2].flatMap({ LSN(text: $0) }) else {
             throw Problem(description: "replication slot \(slot) is not a pgoutput slot of this database (or it was invalidated)")
         }
-        return Ready(tableOID: oid, schema: schema, name: name, confirmed: confirmed)
+        let version = try db.query("SHOW server_version_num").rows.first?.first.flatMap { $0.flatMap { Int($0) } } ?? 0
+        return Ready(tableOID: oid, schema: schema, name: name, confirmed: confirmed, sendsMessages: version >= 140000)
     }
 }

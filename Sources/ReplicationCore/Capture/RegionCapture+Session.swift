@@ -25,9 +25,11 @@ extension RegionCapture {
         let ready = try CaptureSchema.inspect(db, table: settings.table, slot: settings.slot, publication: settings.publication)
         let stream = try PostgresReplicationStream(conninfo: settings.conninfo, applicationName: "region-replicator capture \(settings.region)")
         defer { stream.close() }
+        var options = [("proto_version", "1"), ("publication_names", settings.publication)]
+        // The session erasures of `replicator_erase_session` (logical messages; Postgres 14+).
+        if ready.sendsMessages { options.append(("messages", "true")) }
         let started = Result { () throws(PostgresError) in
-            try stream.startLogical(slot: settings.slot, start: 0,
-                                    options: [("proto_version", "1"), ("publication_names", settings.publication)])
+            try stream.startLogical(slot: settings.slot, start: 0, options: options)
         }
         if case .failure(let error) = started {
             // object_in_use: "replication slot ... is active for PID n".
@@ -129,7 +131,18 @@ extension RegionCapture {
             logger.error("TRUNCATE of the messages table is not published (there is no event for it): the other regions keep their rows",
                          metadata: ["reason": "\(UnpublishableChange.Reason.truncate.rawValue)",
                                     "commit_lsn": "\(s.tx.map { "\($0.commitLSN)" } ?? "?")"])
-        case .type, .message:
+        case .message(let lm):
+            guard lm.transactional, lm.prefix == CaptureSchema.sessionErasurePrefix, !s.echo, var tx = s.tx else { return }
+            do {
+                let mapped = try mapper.erasure(lm.content, in: &tx)
+                s.tx = tx
+                for event in mapped.events { try publish(event, producer, stream, &s) }
+            } catch let e as UnpublishableChange {
+                counts.unpublishable += 1
+                logger.error("session erasure not published", metadata: [
+                    "reason": "\(e.reason.rawValue)", "detail": "\(e.detail)", "commit_lsn": "\(tx.commitLSN)"])
+            }
+        case .type:
             break
         }
     }

@@ -75,8 +75,15 @@ extension Verifier {
         for r in fetched.joined() { winnerRows[r.messageID] = r }
         let winners = winnerRows
         let tables = regionDatabases.bookkeeping
+        let marks = targets.map(\.markApplierOrigin)
         return try regionDatabases.eachConnected { i, db throws(PostgresError) -> RepairResult in
-            try Self.repair(plans[i], winners: plans[i].rows.compactMap { winners[$0] }, schema: schema, tables: tables[i],
+            // In a capturing region the repair writes as the applier: capture must not publish
+            // them again (they copy what other regions already hold or were told).
+            if marks[i] && !dryRun && !plans[i].isEmpty,
+               try db.query("SELECT pg_replication_origin_session_is_setup()").rows.first?.first != "t" {
+                try ApplierOrigin.markSession(db)
+            }
+            return try Self.repair(plans[i], winners: plans[i].rows.compactMap { winners[$0] }, schema: schema, tables: tables[i],
                             dryRun: dryRun, on: db)
         }
     }

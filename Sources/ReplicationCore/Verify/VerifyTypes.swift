@@ -7,11 +7,15 @@ public struct VerifyTarget: Sendable {
     public var conninfo: String
     /// The region's consumer group: its stored offsets say how far it has applied the topic.
     public var consumerGroup: String
+    /// The region captures its own writes: a repair marks its transactions with an applier
+    /// replication origin (``ApplierOrigin``) so that capture does not publish them.
+    public var markApplierOrigin: Bool
 
-    public init(region: String, conninfo: String, consumerGroup: String) {
+    public init(region: String, conninfo: String, consumerGroup: String, markApplierOrigin: Bool = false) {
         self.region = region
         self.conninfo = conninfo
         self.consumerGroup = consumerGroup
+        self.markApplierOrigin = markApplierOrigin
     }
 }
 

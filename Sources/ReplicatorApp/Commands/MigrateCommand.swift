@@ -36,7 +36,7 @@ struct Migrate: AsyncParsableCommand {
                                                     alterExistingTable: alterExistingTable)
                     if config.captures(r) {
                         // After the tables' transaction: a slot cannot be created in a transaction that has written.
-                        let more = try CaptureSchema.migrate(db, table: config.apply.table, slot: config.capture.slotName(for: r.name),
+                        let more = try CaptureSchema.migrate(db, table: config.apply.table, columns: config.apply.columns, slot: config.capture.slotName(for: r.name),
                                                              publication: config.capture.publication,
                                                              origins: config.apply.connections + 1, alterExistingTable: alterExistingTable)
                         report.done += more.done

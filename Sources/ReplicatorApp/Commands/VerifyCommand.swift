@@ -127,7 +127,8 @@ extension ReplicatorConfig {
     var verifySchema: VerifySchema { VerifySchema(table: apply.table, columns: apply.columns) }
 
     func verifyTarget(_ region: Region) -> VerifyTarget {
-        VerifyTarget(region: region.name, conninfo: region.dsn.value, consumerGroup: consumerGroup(for: region))
+        VerifyTarget(region: region.name, conninfo: region.dsn.value, consumerGroup: consumerGroup(for: region),
+                     markApplierOrigin: captures(region))
     }
 }
 
