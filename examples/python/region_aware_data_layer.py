@@ -39,8 +39,8 @@ class RegionAwareDataLayer:
         self.replication_queue = Producer({**kafka_config, "enable.idempotence": True, "acks": "all",
                                            "linger.ms": 5})
         self._errors: list[str] = []
-        # session id → token of its last acknowledged write (see `session_token`, `route_session`).
-        self.session_tokens: dict[str, str] = {}
+        # session id → (partition, offset) of its last acknowledged write (`session_token`).
+        self._last_write: dict[str, tuple[int, int]] = {}
         self._token_scope: bytes | None = None
 
     @staticmethod
@@ -137,7 +137,7 @@ class RegionAwareDataLayer:
             if err is not None:
                 self._errors.append(str(err))
             else:
-                self.session_tokens[session_id] = self._token(msg.partition(), msg.offset())
+                self._last_write[session_id] = (msg.partition(), msg.offset())
         while True:
             try:
                 self.replication_queue.produce(self.topic, key=message["session_id"].encode(),
@@ -163,7 +163,8 @@ class RegionAwareDataLayer:
         """Waits until the session's writes so far are acknowledged (acks=all) and returns the
         token of its last one (None: the session wrote nothing through this process)."""
         await self.flush(timeout)
-        return self.session_tokens.get(session_id)
+        last = self._last_write.get(session_id)
+        return None if last is None else await asyncio.to_thread(self._token, *last)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Waits until every published event is acknowledged; raises if any failed for good."""

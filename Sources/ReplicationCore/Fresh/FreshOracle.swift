@@ -18,6 +18,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
         var region: String
         var token: FreshToken?
         var arrived: ContinuousClock.Instant
+        /// `arrived` + wait_ms: from then on the first measurement is the answer.
+        var deadline: ContinuousClock.Instant
         var round: FreshJudgement.Round?
         /// The region's read count when `round` was assigned: a read after it measures the round.
         var readsAtRound = 0
@@ -104,7 +106,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
         return await withTaskGroup(of: FreshAnswer?.self) { group in
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
-                    self.register(id, Waiter(region: config.name, token: token, arrived: arrived, continuation: c))
+                    self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
+                                              continuation: c))
                 }
             }
             group.addTask {
@@ -136,8 +139,9 @@ public final class FreshOracle: Service, @unchecked Sendable {
             waiter.continuation?.resume(returning: answer)
             return
         }
+        // No read is asked for here: nothing can be fresh before the next watermark query, and
+        // the read after it serves every waiter of the region at once.
         waiters[id] = waiter
-        wake.insert(waiter.region)
         let done = answerLocked(id, force: false)
         cond.broadcast()
         cond.unlock()
@@ -171,7 +175,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
                                  missing: missing, token: w.token != nil)
         case .wait(let reason, let problem, let missing):
             let known = measured || reason == .regionDown && read != nil || reason == .brokerUnavailable
-            guard force || stopped || (w.expired && known) else { return nil }
+            let expired = w.expired || ContinuousClock.now >= w.deadline
+            guard force || stopped || (expired && known) else { return nil }
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
                                  missing: missing, token: w.token != nil)
         }

@@ -61,7 +61,7 @@ struct Run: AsyncParsableCommand {
            maxWaiters: config.http.freshMaxWaiters, logger: logger)
         let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
                                logger: logger, redact: { redactor($0) },
-                               fresh: FreshService(oracle: oracle, maxWaitMs: config.http.freshMaxWaitMs))
+                               fresh: FreshService(oracle: oracle, maxWaitMs: config.http.freshMaxWaitMs, redact: { redactor($0) }))
         let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
         var antiEntropy: [any Service] = []
         if config.verify.enabled {

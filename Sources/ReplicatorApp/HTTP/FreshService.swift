@@ -15,10 +15,13 @@ public struct FreshService: Sendable {
 
     let oracle: FreshOracle
     let maxWaitMs: Int
+    let redact: @Sendable (String) -> String
 
-    public init(oracle: FreshOracle, maxWaitMs: Int) {
+    /// - Parameter redact: applied to every problem string an answer carries.
+    public init(oracle: FreshOracle, maxWaitMs: Int, redact: @escaping @Sendable (String) -> String = { $0 }) {
         self.oracle = oracle
         self.maxWaitMs = maxWaitMs
+        self.redact = redact
         for region in oracle.regionNames {
             for result in ["fresh", "not_fresh", "refused"] {
                 Counter(label: Self.metricName, dimensions: [("region", region), ("result", result)]).increment(by: 0)
@@ -70,10 +73,11 @@ public struct FreshService: Sendable {
         }
         let wait = Duration.milliseconds(q.waitMs)
         if let region = q.region {
-            guard let answer = await oracle.ask(region: region, token: q.token, wait: wait) else {
+            guard var answer = await oracle.ask(region: region, token: q.token, wait: wait) else {
                 return HTTPRoutes.error(.notFound, "region \(region) is not configured; regions: " + oracle.regionNames.joined(separator: ", "))
             }
             count(answer)
+            answer.problem = answer.problem.map(redact)
             return HTTPRoutes.json(Self.status(of: [answer]), FreshDocument.Region(answer))
         }
         let answers = await withTaskGroup(of: FreshAnswer?.self) { group in
@@ -83,7 +87,12 @@ public struct FreshService: Sendable {
             return all
         }
         answers.forEach(count)
-        return HTTPRoutes.json(Self.status(of: answers), FreshDocument(answers))
+        let shown = answers.map { a in
+            var a = a
+            a.problem = a.problem.map(redact)
+            return a
+        }
+        return HTTPRoutes.json(Self.status(of: answers), FreshDocument(shown))
     }
 
     static func status(of answers: [FreshAnswer]) -> HTTPResponse.Status {
