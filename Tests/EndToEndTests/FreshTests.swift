@@ -93,7 +93,7 @@ struct FreshTests {
                                           perSecond: 500)
         defer { background.stop() }
         let writer = try Writer(h)
-        let trials = Int(ProcessInfo.processInfo.environment["RR_FRESH_TRIALS"] ?? "") ?? 120
+        let trials = Int(ProcessInfo.processInfo.environment["RR_FRESH_TRIALS"] ?? "") ?? 80
         var falseFresh: [String] = []
         var latency: [String: [Double]] = ["plain": [], "token": []]
         var notFresh = 0
@@ -258,5 +258,29 @@ struct FreshTests {
         let all = try fresh(e, "wait_ms=20000", timeout: 30)
         #expect(all.status == 200, "\(all.body)")
         try expectRegionsMatchModel(h, w)
+    }
+
+    // MARK: - The Python reference producer's token and routing
+
+    @Test("examples/python: a session moves region; route_session picks a region fresh for its token and the last message is there")
+    func pythonSessionMoves() throws {
+        guard let python = ProcessInfo.processInfo.environment["RR_TEST_PYTHON"] else {
+            throw TestSetupError("RR_TEST_PYTHON is not set: run the tests with `bash scripts/test` (it makes the venv)")
+        }
+        let (h, e) = try harness()
+        try h.startDaemon()
+        try waitReady(h, e)
+        var arguments = [EventContractTests.repository + "/examples/python/demo.py", "--brokers", h.cluster.bootstrap,
+                         "--topic", h.cluster.topic, "--fresh-url", "http://127.0.0.1:\(e.port)"]
+        for r in h.regions { arguments += ["--region", "\(r)=\(h.dbs.conninfo(r))"] }
+        let out = try TestEnvironment.run(python, arguments, timeout: .seconds(180))
+        let summary = try #require(out.split(separator: "\n").last.flatMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "\(out)")
+        #expect(summary["moved_to"] as? String != h.regions[0], "\(out)")
+        #expect(summary["may_be_missing"] as? Bool == false, "\(out)")
+        #expect(summary["last_message_seen"] as? Bool == true, "\(out)")
+        // The Python token is this daemon's: accepted, and fresh where the message is.
+        let token = try #require(summary["token"] as? String)
+        #expect(try fresh(e, "region=\(h.regions[0])&token=\(token)&wait_ms=5000").status == 200)
     }
 }
