@@ -43,14 +43,15 @@ struct FreshTests {
             scope = FreshToken.scope(clusterID: id, topic: topic)
         }
 
-        func write(origin: String, session: String) throws -> (id: String, token: String) {
+        func write(origin: String, session: String, raw: [UInt8]? = nil) throws -> (id: String, token: String) {
             let id = UUID().uuidString.lowercased()
             let json: [String: Any] = ["type": "message.upserted", "event_id": UUID().uuidString, "message_id": id,
                                        "session_id": session, "role": "user", "content": "fresh \(id)", "origin_region": origin,
                                        "created_at": "2026-12-06T23:00:00.000000Z", "version": 1]
             let token = next
             next += 1
-            while try !producer.enqueue(topic: topic, key: Array(session.utf8), value: Array(try JSONSerialization.data(withJSONObject: json)),
+            let value = try raw ?? Array(JSONSerialization.data(withJSONObject: json))
+            while try !producer.enqueue(topic: topic, key: Array(session.utf8), value: value,
                                         timestampMs: nil, token: token) {
                 _ = producer.pollDeliveries(timeoutMs: 10)
             }
@@ -182,6 +183,31 @@ struct FreshTests {
         #expect(back.status == 200, "\(back.body)")
         #expect(try holds(h, Self.b, written.id))
         #expect(try fresh(e, "region=\(Self.b)&wait_ms=30000", timeout: 40).status == 200)
+    }
+
+    // MARK: - Records the region does not hold
+
+    @Test("A dead-lettered record: not fresh (dead_lettered) although the stored offset is past it; resolved: fresh")
+    func deadLettered() throws {
+        let (h, e) = try harness()
+        try h.startDaemon()
+        try waitReady(h, e)
+        let writer = try Writer(h)
+        let poison = try writer.write(origin: "us-east-1", session: "poison", raw: Array("{not json".utf8))
+        let good = try writer.write(origin: "us-east-1", session: "poison")
+        // The region stores its offset past both records: the good one is there, the poison is not.
+        #expect(try fresh(e, "region=\(Self.b)&wait_ms=10000&token=\(good.token)").status == 200)
+        #expect(try holds(h, Self.b, good.id))
+        let t = try FreshToken(encoded: poison.token)
+        #expect(try h.storedOffsets(Self.b)[t.partition] ?? 0 > t.offset)
+        let byToken = try fresh(e, "region=\(Self.b)&token=\(poison.token)")
+        #expect(byToken.status == 503 && byToken.body["reason"] as? String == "dead_lettered", "\(byToken.body)")
+        let plain = try fresh(e, "region=\(Self.b)&wait_ms=300")
+        #expect(plain.status == 503 && plain.body["reason"] as? String == "dead_lettered", "\(plain.body)")
+        #expect((plain.body["missing"] as? [String: Any])?["\(t.partition)"] as? Int == 1, "\(plain.body)")
+        // Handled by the operator (docs/operations.md, "Poison records"): fresh again.
+        _ = try h.dbs.query(Self.b, "UPDATE replicator_dead_letters SET resolved = true")
+        #expect(try fresh(e, "region=\(Self.b)&wait_ms=5000").status == 200)
     }
 
     // MARK: - 4. Bounds and refusals
