@@ -299,6 +299,14 @@ public final class KafkaConsumer: @unchecked Sendable {
         try Metadata.queryWatermarks(handle, topic: topic, partition: partition, timeoutMs: timeoutMs)
     }
 
+    /// The cluster's id (from metadata), or nil when the broker did not answer in time or
+    /// reports none. Blocking.
+    public func clusterID(timeoutMs: Int32) -> String? {
+        guard let raw = rd_kafka_clusterid(handle, timeoutMs) else { return nil }
+        defer { rd_kafka_mem_free(handle, raw) }
+        return String(cString: raw)
+    }
+
     /// The number of partitions of `topic`.
     /// - Throws: ``KafkaError`` (``KafkaError/Code/unknownTopic`` when it does not exist).
     public func partitionCount(topic: String, timeoutMs: Int32) throws(KafkaError) -> Int {

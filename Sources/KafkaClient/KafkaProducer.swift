@@ -39,7 +39,8 @@ public final class KafkaProducer: @unchecked Sendable {
                 let err = message.pointee.err
                 Unmanaged<DeliveryReports>.fromOpaque(opaque).takeUnretainedValue().append(KafkaDelivery(
                     token: UInt64(UInt(bitPattern: message.pointee._private)),
-                    error: err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError(err, context: "delivery")))
+                    error: err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError(err, context: "delivery"),
+                    partition: message.pointee.partition, offset: message.pointee.offset))
             }
         }
         var errbuf = [CChar](repeating: 0, count: 512)
@@ -163,6 +164,9 @@ public struct KafkaDelivery: Sendable {
     public var token: UInt64
     /// nil: the broker acknowledged the record. Otherwise why it was not delivered.
     public var error: KafkaError?
+    /// Where the broker stored the record (-1 when not delivered).
+    public var partition: Int32 = -1
+    public var offset: Int64 = -1
 }
 
 /// Delivery reports collected by the callback (which runs inside `rd_kafka_poll`).

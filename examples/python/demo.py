@@ -3,13 +3,18 @@ session erasure from each region. Prints one JSON line: how many messages every 
 hold once region-replicator has applied everything.
 
     python demo.py --brokers HOST:PORT --topic chat.messages \
-        --region us-east-1='host=... dbname=...' --region eu-west-1='...' [...]
+        --region us-east-1='host=... dbname=...' --region eu-west-1='...' [...] \
+        [--fresh-url http://127.0.0.1:9466]
+
+With --fresh-url (the daemon's HTTP endpoint), a session of the first region then moves: its
+home is taken as down, `route_session` picks the first other region that is fresh for the
+session's token, and the session's last message is read there.
 """
 import argparse
 import asyncio
 import json
 
-from region_aware_data_layer import RegionAwareDataLayer
+from region_aware_data_layer import RegionAwareDataLayer, route_session
 
 
 async def main() -> None:
@@ -19,6 +24,7 @@ async def main() -> None:
     parser.add_argument("--region", action="append", required=True, help="NAME=DSN")
     parser.add_argument("--captured", action="append", default=[],
                         help="NAME of a region whose writes region-replicator captures: no publishing there")
+    parser.add_argument("--fresh-url", help="the daemon's HTTP endpoint: show a session moving region")
     args = parser.parse_args()
     regions = dict(r.split("=", 1) for r in args.region)
     config = {name: {"db_primary": dsn, "db_replica": dsn} for name, dsn in regions.items()}
@@ -41,10 +47,24 @@ async def main() -> None:
         await layer.erase_session(f"erase-me-{name}")
         history = await layer.read_history(f"session-{name}")
         assert len(history) == 3, history
+    summary = {"expected_messages": live}
+    if args.fresh_url:
+        home = next(iter(layers))
+        session = f"session-{home}"
+        last = await layers[home].write_message(session, "user", "the last message before moving")
+        live += 1
+        token = await layers[home].session_token(session)
+        region, may_be_missing = await route_session(token, home, list(layers), args.fresh_url,
+                                                     home_up=lambda r: False, bound_ms=5000)
+        seen = any(last in map(str, row) for row in await layers[region].read_history(session))
+        print(f"session {session} moved {home} -> {region}: last message "
+              f"{'seen' if seen else 'NOT seen'}{' (may be missing recent messages)' if may_be_missing else ''}")
+        summary.update(expected_messages=live, moved_to=region, may_be_missing=may_be_missing, last_message_seen=seen,
+                       token=token)
     for layer in layers.values():
         await layer.flush()
         layer.close()
-    print(json.dumps({"expected_messages": live}))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from the region's log, and a session is erased with `replicator_erase_session`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from datetime import datetime, timezone
@@ -44,6 +45,9 @@ class RegionAwareDataLayer:
         self.replication_queue = None if captured else Producer(
             {**kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
         self._errors: list[str] = []
+        # session id → (partition, offset) of its last acknowledged write (`session_token`).
+        self._last_write: dict[str, tuple[int, int]] = {}
+        self._token_scope: bytes | None = None
 
     @staticmethod
     def _connect(dsn: str) -> psycopg.Connection:
@@ -142,9 +146,13 @@ class RegionAwareDataLayer:
         """Publish to the replication topic, keyed by session_id (one session, one partition)."""
         if self.captured:
             return  # capture publishes the local write from the region's log
-        def delivered(err, _msg):
+        session_id = message["session_id"]
+
+        def delivered(err, msg):
             if err is not None:
                 self._errors.append(str(err))
+            else:
+                self._last_write[session_id] = (msg.partition(), msg.offset())
         while True:
             try:
                 self.replication_queue.produce(self.topic, key=message["session_id"].encode(),
@@ -153,6 +161,25 @@ class RegionAwareDataLayer:
             except BufferError:  # local queue full: let deliveries drain, then retry
                 await asyncio.to_thread(self.replication_queue.poll, 0.1)
         self.replication_queue.poll(0)
+
+    def _token(self, partition: int, offset: int) -> str:
+        """The session token of an acknowledged write: base64url of version 1, FNV-1a 64 of
+        "<cluster id>/<topic>", partition, offset (big-endian; docs/metrics.md, `/fresh`)."""
+        if self._token_scope is None:
+            cluster_id = self.replication_queue.list_topics(timeout=10).cluster_id or ""
+            h = 0xcbf29ce484222325
+            for b in f"{cluster_id}/{self.topic}".encode():
+                h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+            self._token_scope = h.to_bytes(8, "big")
+        raw = bytes([1]) + self._token_scope + partition.to_bytes(4, "big") + offset.to_bytes(8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    async def session_token(self, session_id: str, timeout: float = 30.0) -> str | None:
+        """Waits until the session's writes so far are acknowledged (acks=all) and returns the
+        token of its last one (None: the session wrote nothing through this process)."""
+        await self.flush(timeout)
+        last = self._last_write.get(session_id)
+        return None if last is None else await asyncio.to_thread(self._token, *last)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Waits until every published event is acknowledged; raises if any failed for good."""
@@ -169,3 +196,39 @@ class RegionAwareDataLayer:
             self.replication_queue.flush(30)
         self.local_db.close()
         self.local_replica.close()
+
+
+async def route_session(token: str | None, home: str, candidates: list[str], fresh_url: str,
+                        home_up=lambda region: True, bound_ms: int = 300) -> tuple[str, bool]:
+    """The article's routing with read-your-writes: serve a session from its `home` region
+    while it is up; otherwise from the first of `candidates` whose `/fresh` answers 200 for the
+    session's `token` within `bound_ms`. When none does, the first candidate is returned with
+    `may_be_missing_recent_messages = True` (show it to the user). `fresh_url` is a daemon's HTTP
+    endpoint, e.g. "http://127.0.0.1:9466" (any instance answers for every region).
+
+    Returns (region, may_be_missing_recent_messages)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if home_up(home):
+        return home, False
+
+    def ask(region: str) -> bool:
+        query = {"region": region, "wait_ms": str(bound_ms)}
+        if token:
+            query["token"] = token
+        try:
+            with urllib.request.urlopen(f"{fresh_url}/fresh?{urllib.parse.urlencode(query)}",
+                                        timeout=bound_ms / 1000 + 2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):  # 503 / 4xx / unreachable: not fresh
+            return False
+
+    others = [c for c in candidates if c != home]
+    # Ask every candidate at once; the first (in preference order) that is fresh wins.
+    answers = await asyncio.gather(*(asyncio.to_thread(ask, c) for c in others))
+    for region, fresh in zip(others, answers):
+        if fresh:
+            return region, False
+    return (others[0] if others else home), True

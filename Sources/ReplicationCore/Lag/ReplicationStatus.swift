@@ -136,6 +136,8 @@ public final class ReplicationStatus: Sendable {
     public let regionNames: [String]
     private let state: Mutex<[String: Region]>
     private let kafkaReachable = Atomic<Bool>(false)
+    /// Called with the region's name after each committed batch (``onCommit(_:)``).
+    private let commitObservers = Mutex<[@Sendable (String) -> Void]>([])
 
     /// - Parameter pipelines: the loop names of each region's pipelines
     ///   (``PipelineSettings/loopNames(connections:)``).
@@ -210,6 +212,13 @@ public final class ReplicationStatus: Sendable {
             r.lastApply = unix
             r.pipelines[pipeline, default: Pipeline()].failing = nil
         }
+        for observer in commitObservers.withLock({ $0 }) { observer(region) }
+    }
+
+    /// Registers `observer`, called (on the committing thread; it must not block) with the
+    /// region's name after each batch this process commits: `/fresh` wakes its waiters by it.
+    public func onCommit(_ observer: @escaping @Sendable (String) -> Void) {
+        commitObservers.withLock { $0.append(observer) }
     }
 
     /// The monitor read the stored offsets from the region's database (or failed: `problem`).

@@ -56,8 +56,16 @@ struct Run: AsyncParsableCommand {
             throw ExitCode.configuration
         }
         let redactor = Redactor(config: config)
+        // `/fresh`: answers from each region's committed offsets, one watermark query per round.
+        let oracle = FreshOracle(regions: config.regions.map { region in
+            let settings = config.pipelineSettings(for: region)
+            return FreshRegion(name: region.name, conninfo: settings.conninfo, table: settings.table,
+                               consumerGroup: settings.consumerGroup, capturing: config.captures(region))
+        }, kafka: config.kafkaConfiguration, topic: config.kafka.topic, status: status,
+           maxWaiters: config.http.freshMaxWaiters, logger: logger)
         let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
-                               capture: captureStatus, logger: logger, redact: { redactor($0) })
+                               capture: captureStatus, logger: logger, redact: { redactor($0) },
+                               fresh: FreshService(oracle: oracle, maxWaitMs: config.http.freshMaxWaitMs, redact: { redactor($0) }))
         let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
         var antiEntropy: [any Service] = []
         if config.verify.enabled {
@@ -73,7 +81,7 @@ struct Run: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(
             // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
             // the monitors, continuous verification, the HTTP endpoint and the systemd notifier.
-            services: ([systemd, http] + antiEntropy + monitors + services).map {
+            services: ([systemd, http, oracle] + antiEntropy + monitors + services).map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: [.sigterm, .sigint],

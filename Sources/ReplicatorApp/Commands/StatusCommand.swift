@@ -59,6 +59,7 @@ struct Status: AsyncParsableCommand {
             throw ExitCode.failure
         }
         print(Self.render(doc), terminator: "")
+        await printFreshness(host: target.host, port: target.port, basePath: target.basePath)
     }
 
     /// Where the daemon listens: from `--url`, else from the configuration's `http.listen`.

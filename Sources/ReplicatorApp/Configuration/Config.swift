@@ -109,8 +109,19 @@ public struct ReplicatorConfig: Sendable {
     public struct HTTP: Sendable {
         /// `host:port` to listen on; IPv6 as `[::1]:9466`.
         public var listen: String
+        /// `http.fresh_max_wait_ms`: the ceiling of `/fresh`'s `wait_ms` (larger values are cut to it).
+        public var freshMaxWaitMs: Int
+        /// `http.fresh_max_waiters`: `/fresh` requests waiting at once; beyond, a fast 429.
+        public var freshMaxWaiters: Int
+        public static let defaultFreshMaxWaitMs = 10_000
+        public static let defaultFreshMaxWaiters = 1000
 
-        public init(listen: String = "127.0.0.1:9466") { self.listen = listen }
+        public init(listen: String = "127.0.0.1:9466", freshMaxWaitMs: Int = defaultFreshMaxWaitMs,
+                    freshMaxWaiters: Int = defaultFreshMaxWaiters) {
+            self.listen = listen
+            self.freshMaxWaitMs = freshMaxWaitMs
+            self.freshMaxWaiters = freshMaxWaiters
+        }
 
         /// ``listen`` split into host (IPv6 without brackets) and port; `nil` if malformed
         /// (never for a loaded configuration, which is validated).

@@ -124,6 +124,10 @@ extension RawConfig {
         if case .failure(let why) = ReplicatorConfig.checkListen(listen.value) {
             throw fail(listen.key, why.description)
         }
+        let freshMaxWaitMs = try Self.checkRange(freshMaxWaitMs, default: ReplicatorConfig.HTTP.defaultFreshMaxWaitMs,
+                                                 key: "http.fresh_max_wait_ms", 0...300_000, file: file)
+        let freshMaxWaiters = try Self.checkRange(freshMaxWaiters, default: ReplicatorConfig.HTTP.defaultFreshMaxWaiters,
+                                                  key: "http.fresh_max_waiters", 1...100_000, file: file)
 
         // log
         let level = level ?? Sourced(value: "info", key: "log.level")
@@ -136,7 +140,7 @@ extension RawConfig {
         }
 
         var config = ReplicatorConfig(
-            kafka: kafka, regions: regions, apply: apply, http: .init(listen: listen.value),
+            kafka: kafka, regions: regions, apply: apply, http: .init(listen: listen.value, freshMaxWaitMs: freshMaxWaitMs, freshMaxWaiters: freshMaxWaiters),
             log: .init(level: logLevel, format: logFormat), path: file)
         config.verify = try verify.validated(file: file)
         config.capture = try capture.validated(file: file, regions: regions)

@@ -51,6 +51,8 @@ struct RawConfig {
     var noReplicatedAt = false
     var attributesColumn: Sourced<String>?
     var listen: Sourced<String>?
+    var freshMaxWaitMs: Sourced<Int>?
+    var freshMaxWaiters: Sourced<Int>?
     var level: Sourced<String>?
     var format: Sourced<String>?
     var verify = RawVerify()
@@ -82,7 +84,7 @@ struct RawConfig {
     static let regionKeys = ["name", "dsn", "dsn_file", "capture"]
     static let applyKeys = ["table", "max_batch_events", "max_batch_delay_ms", "max_batch_bytes", "apply_to_origin",
                             "columns", "attributes_column", "connections", "statement_timeout_ms", "lock_timeout_ms"]
-    static let httpKeys = ["listen"]
+    static let httpKeys = ["listen", "fresh_max_wait_ms", "fresh_max_waiters"]
     static let logKeys = ["level", "format"]
 
     /// The keys each top-level section accepts: the lists the parser below walks with.
@@ -165,7 +167,11 @@ struct RawConfig {
             case "capture": try raw.capture.parse(entry.node, at: entry.key, walker)
             case "http":
                 for e in try walker.entries(of: entry.node, at: entry.key, known: httpKeys) {
-                    raw.listen = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+                    switch e.name {
+                    case "fresh_max_wait_ms": raw.freshMaxWaitMs = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    case "fresh_max_waiters": raw.freshMaxWaiters = Sourced(value: try walker.int(e.node, at: e.key), key: e.key)
+                    default: raw.listen = Sourced(value: try walker.string(e.node, at: e.key), key: e.key)
+                    }
                 }
             default:  // log
                 for e in try walker.entries(of: entry.node, at: entry.key, known: logKeys) {

@@ -29,15 +29,16 @@ public struct HTTPService: Service {
     ///   - logger: for start-up and warnings.
     ///   - redact: applied to every error string a response carries (a second line of defence:
     ///     the status's problem strings hold no secrets in the first place).
+    ///   - fresh: serves `/fresh` (nil: `/fresh` answers 404).
     ///   - onListening: called with the bound port once the server accepts connections.
     ///   - capture: the capture side of each capturing region (`/lag`'s `capture` objects).
     public init(listen: (host: String, port: Int), status: ReplicationStatus, metrics: [RegionMetrics],
                 registry: PrometheusCollectorRegistry, capture: CaptureStatus? = nil, logger: Logger,
-                redact: @escaping @Sendable (String) -> String = { $0 },
+                redact: @escaping @Sendable (String) -> String = { $0 }, fresh: FreshService? = nil,
                 onListening: @escaping @Sendable (_ port: Int) async -> Void = { _ in }) {
         self.host = listen.host
         self.port = listen.port
-        self.routes = HTTPRoutes(status: status, metrics: metrics, registry: registry, capture: capture, redact: redact)
+        self.routes = HTTPRoutes(status: status, metrics: metrics, registry: registry, capture: capture, redact: redact, fresh: fresh)
         var logger = logger
         logger[metadataKey: "loop"] = "http"
         self.logger = logger
@@ -102,6 +103,7 @@ struct HTTPRoutes: HTTPResponder {
         case live = "/health/live"
         case ready = "/health/ready"
         case deep = "/health/deep"
+        case fresh = "/fresh"
     }
 
     /// No endpoint takes a body; a declared body larger than this is refused (413).
@@ -112,9 +114,11 @@ struct HTTPRoutes: HTTPResponder {
     let registry: PrometheusCollectorRegistry
     let capture: CaptureStatus?
     let redact: @Sendable (String) -> String
+    let fresh: FreshService?
 
     init(status: ReplicationStatus, metrics: [RegionMetrics], registry: PrometheusCollectorRegistry,
-         capture: CaptureStatus? = nil, redact: @escaping @Sendable (String) -> String) {
+         capture: CaptureStatus? = nil, redact: @escaping @Sendable (String) -> String, fresh: FreshService? = nil) {
+        self.fresh = fresh
         self.status = status
         self.capture = capture
         self.metrics = Dictionary(metrics.map { ($0.region, $0) }, uniquingKeysWith: { a, _ in a })
@@ -123,7 +127,10 @@ struct HTTPRoutes: HTTPResponder {
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        let response = route(method: request.method, path: request.uri.path, headers: request.headers)
+        var response = route(method: request.method, path: request.uri.path, headers: request.headers)
+        if let fresh, request.uri.path == Endpoint.fresh.rawValue, response.status == .ok {
+            response = await fresh.respond(query: request.uri.query ?? "")
+        }
         return request.method == .head ? response.createHeadResponse() : response
     }
 
@@ -156,6 +163,9 @@ struct HTTPRoutes: HTTPResponder {
         case .ready, .deep:
             let doc = HealthDocument(snapshot, redact: redact)
             return Self.json(doc.healthy ? .ok : .serviceUnavailable, doc)
+        case .fresh:
+            // Answered in `respond` (this is the go-ahead after the checks above).
+            return fresh == nil ? Self.error(.notFound, "/fresh is not served by this process") : Response(status: .ok)
         }
     }
 

@@ -1,0 +1,192 @@
+import Foundation
+public import KafkaClient
+public import Logging
+public import ServiceLifecycle
+
+/// Answers `/fresh`: has a region applied every event that was on the topic when the question
+/// arrived (or, with a session token, that one write)?
+///
+/// From what each region COMMITTED (its stored offsets in its own database), never from this
+/// process's memory, so that any instance answers for every region. Coalesced: waiters share
+/// one watermark query (sent after every one of them arrived) and one read of each region's
+/// stored offsets per round; a region's reader reads again when this process commits a batch
+/// for it and otherwise every ``pollInterval`` while someone waits (partitions another
+/// instance applies). Every blocking call (librdkafka, libpq) runs on the oracle's own threads.
+public final class FreshOracle: Service, @unchecked Sendable {
+    // @unchecked Sendable: all mutable state is guarded by `cond`.
+    struct Waiter {
+        var region: String
+        var token: FreshToken?
+        var arrived: ContinuousClock.Instant
+        /// `arrived` + wait_ms: from then on the first measurement is the answer.
+        var deadline: ContinuousClock.Instant
+        var round: FreshJudgement.Round?
+        /// The region's read count when `round` was assigned: a read after it measures the round.
+        var readsAtRound = 0
+        var expired = false
+        var continuation: CheckedContinuation<FreshAnswer, Never>?
+    }
+
+    public let topic: String
+    let regions: [String: FreshRegion]
+    let kafka: KafkaConfiguration
+    let maxWaiters: Int
+    let pollInterval: Duration
+    let logger: Logger
+
+    let cond = NSCondition()
+    var waiters: [Int: Waiter] = [:]
+    var nextID = 0
+    var reads: [String: FreshJudgement.RegionRead] = [:]
+    var readCounts: [String: Int] = [:]
+    var wake: Set<String> = []
+    var brokerProblem: String?
+    var stopped = false
+    /// Watermark queries sent so far (each serves every waiter that arrived before it).
+    var roundsSent = 0
+
+    /// - Parameters:
+    ///   - kafka: the connection properties (a group-less read_committed consumer is made).
+    ///   - status: its commits wake the waiters of the committing region.
+    public init(regions: [FreshRegion], kafka: KafkaConfiguration, topic: String, status: ReplicationStatus?,
+                maxWaiters: Int, pollInterval: Duration = .milliseconds(25), logger: Logger) {
+        self.regions = Dictionary(regions.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var conf = kafka
+        conf.set("socket.timeout.ms", "3000")
+        conf.set("isolation.level", "read_committed")
+        self.kafka = conf
+        self.topic = topic
+        self.maxWaiters = maxWaiters
+        self.pollInterval = pollInterval
+        var logger = logger
+        logger[metadataKey: "loop"] = "fresh"
+        self.logger = logger
+        status?.onCommit { [weak self] region in self?.progress(region: region) }
+    }
+
+    public var regionNames: [String] { regions.keys.sorted() }
+
+    public func run() async throws {
+        await withGracefulShutdownAndCancellation(onStop: { self.stop() }) {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await BlockingThread.run(name: "fresh-watermarks") { self.watermarkLoop() } }
+                for region in self.regions.values {
+                    group.addTask { await BlockingThread.run(name: "fresh-\(region.name)") { self.regionLoop(region) } }
+                }
+            }
+        }
+    }
+
+    /// Stops the threads and answers every waiter with what is known.
+    public func stop() {
+        cond.lock()
+        stopped = true
+        let done = waiters.keys.map { answerLocked($0, force: true) }
+        cond.broadcast()
+        cond.unlock()
+        for d in done { d?() }
+    }
+
+    /// This process committed a batch for `region`.
+    func progress(region: String) {
+        cond.lock()
+        wake.insert(region)
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// The answer for `region` (nil: not configured), waiting up to `wait` for it to be fresh.
+    public func ask(region: String, token: FreshToken?, wait: Duration) async -> FreshAnswer? {
+        guard let config = regions[region] else { return nil }
+        let arrived = ContinuousClock.now
+        let id: Int = cond.withLock {
+            nextID += 1
+            return nextID
+        }
+        return await withTaskGroup(of: FreshAnswer?.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
+                    self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
+                                              continuation: c))
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(until: arrived.advanced(by: wait), clock: .continuous)
+                self.expire(id, force: false)
+                // Not measured yet at the deadline (no watermark query or region read since
+                // arrival): a last short grace, then whatever is known.
+                try? await Task.sleep(until: ContinuousClock.now.advanced(by: .seconds(1)), clock: .continuous)
+                self.expire(id, force: true)
+                return nil
+            }
+            var answer: FreshAnswer?
+            for await a in group where a != nil {
+                answer = a
+                group.cancelAll()
+            }
+            return answer
+        }
+    }
+
+    private func register(_ id: Int, _ waiter: Waiter) {
+        cond.lock()
+        if stopped || waiters.count >= maxWaiters {
+            cond.unlock()
+            let answer = FreshAnswer(region: waiter.region, fresh: false, waitedMs: 0,
+                                     reason: stopped ? .regionDown : .overloaded,
+                                     problem: stopped ? "shutting down" : "too many requests are waiting (http.fresh_max_waiters \(maxWaiters))",
+                                     missing: [:], token: waiter.token != nil)
+            waiter.continuation?.resume(returning: answer)
+            return
+        }
+        // No read is asked for here: nothing can be fresh before the next watermark query, and
+        // the read after it serves every waiter of the region at once.
+        waiters[id] = waiter
+        let done = answerLocked(id, force: false)
+        cond.broadcast()
+        cond.unlock()
+        done?()
+    }
+
+    private func expire(_ id: Int, force: Bool) {
+        cond.lock()
+        waiters[id]?.expired = true
+        let done = answerLocked(id, force: force)
+        cond.unlock()
+        done?()
+    }
+
+    /// Evaluates waiter `id`; when it is decided, removes it and returns the resumption to run
+    /// after unlocking. Caller holds `cond`.
+    func answerLocked(_ id: Int, force: Bool) -> (() -> Void)? {
+        guard let w = waiters[id], let config = regions[w.region] else { return nil }
+        let read = reads[w.region]
+        let verdict = FreshJudgement.verdict(token: w.token, capturing: config.capturing, round: w.round, read: read,
+                                             brokerProblem: brokerProblem)
+        let measured = w.round != nil && (readCounts[w.region] ?? 0) > w.readsAtRound
+        let answer: FreshAnswer
+        let waited = Int64(clamping: (ContinuousClock.now - w.arrived).milliseconds)
+        switch verdict {
+        case .fresh:
+            answer = FreshAnswer(region: w.region, fresh: true, waitedMs: waited, reason: nil, problem: nil, missing: [:],
+                                 token: w.token != nil)
+        case .final(let reason, let problem, let missing):
+            answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
+                                 missing: missing, token: w.token != nil)
+        case .wait(let reason, let problem, let missing):
+            let known = measured || reason == .regionDown && read != nil || reason == .brokerUnavailable
+            let expired = w.expired || ContinuousClock.now >= w.deadline
+            guard force || stopped || (expired && known) else { return nil }
+            answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
+                                 missing: missing, token: w.token != nil)
+        }
+        waiters[id] = nil
+        guard let c = w.continuation else { return nil }
+        return { c.resume(returning: answer) }
+    }
+
+    /// Evaluates every waiter of `region` (all when nil). Caller holds `cond`.
+    func answerAllLocked(region: String?) -> [() -> Void] {
+        waiters.compactMap { id, w in region == nil || w.region == region ? answerLocked(id, force: false) : nil }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+/// A session token: which acknowledged write a session last made, so that `/fresh` can wait
+/// for that write only (docs/operations.md, "Routing a session that moved region").
+///
+/// 21 bytes, base64url without padding (28 characters): a version byte (1), the 8-byte scope
+/// (FNV-1a 64 of `"<cluster id>/<topic>"`, big-endian), the partition (4 bytes, big-endian)
+/// and the offset (8 bytes, big-endian). The scope tells a token of another cluster or topic
+/// apart, so that it is refused instead of read as an offset of this topic.
+public struct FreshToken: Sendable, Hashable {
+    public static let version: UInt8 = 1
+    public static let byteCount = 21
+
+    public var scope: UInt64
+    public var partition: Int32
+    public var offset: Int64
+
+    public init(scope: UInt64, partition: Int32, offset: Int64) {
+        self.scope = scope
+        self.partition = partition
+        self.offset = offset
+    }
+
+    /// The scope of a topic on a cluster.
+    public static func scope(clusterID: String, topic: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(clusterID)/\(topic)".utf8 {
+            hash ^= UInt64(byte)
+            hash = hash.multipliedFullWidth(by: 0x0000_0100_0000_01b3).low  // FNV: modulo 2^64 by definition
+        }
+        return hash
+    }
+
+    public var encoded: String {
+        var bytes = [Self.version]
+        bytes += withUnsafeBytes(of: scope.bigEndian, Array.init)
+        bytes += withUnsafeBytes(of: partition.bigEndian, Array.init)
+        bytes += withUnsafeBytes(of: offset.bigEndian, Array.init)
+        return Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Why a token text is not a token.
+    public struct Malformed: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Decodes a token; hostile text is refused, never trapped on.
+    public init(encoded text: String) throws(Malformed) {
+        guard text.utf8.count == 28, text.utf8.allSatisfy({ $0 < 128 }) else {
+            throw Malformed(description: "a token is 28 base64url characters")
+        }
+        let standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        guard !text.contains("+"), !text.contains("/"), let data = Data(base64Encoded: standard + "="),
+              data.count == Self.byteCount else {
+            throw Malformed(description: "not base64url")
+        }
+        let b = Array(data)
+        guard b[0] == Self.version else { throw Malformed(description: "token version \(b[0]) is not supported (1 is)") }
+        func be(_ range: Range<Int>) -> UInt64 { b[range].reduce(0) { $0 << 8 | UInt64($1) } }
+        scope = be(1..<9)
+        partition = Int32(bitPattern: UInt32(truncatingIfNeeded: be(9..<13)))
+        offset = Int64(bitPattern: be(13..<21))
+        guard partition >= 0, offset >= 0 else { throw Malformed(description: "negative partition or offset") }
+    }
+}

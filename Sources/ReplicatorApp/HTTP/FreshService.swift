@@ -1,0 +1,157 @@
+import Foundation
+import Hummingbird
+import Metrics
+public import ReplicationCore
+
+/// `GET /fresh` (docs/metrics.md): may a session be served from a region now?
+///
+/// `region=R` (optional: without it, every region's answer), `wait_ms=N` (optional, default 0,
+/// cut to `http.fresh_max_wait_ms`), `token=T` (optional: a session token of the reference
+/// producer; then only that write counts). 200 when fresh; 503 when not (the body says what the
+/// region lacks); 400 for a malformed query or a token of another cluster or topic; 404 for a
+/// region that is not configured; 429 when `http.fresh_max_waiters` requests wait already.
+public struct FreshService: Sendable {
+    public static let metricName = "region_replicator_fresh_requests_total"
+
+    let oracle: FreshOracle
+    let maxWaitMs: Int
+    let redact: @Sendable (String) -> String
+
+    /// - Parameter redact: applied to every problem string an answer carries.
+    public init(oracle: FreshOracle, maxWaitMs: Int, redact: @escaping @Sendable (String) -> String = { $0 }) {
+        self.oracle = oracle
+        self.maxWaitMs = maxWaitMs
+        self.redact = redact
+        for region in oracle.regionNames {
+            for result in ["fresh", "not_fresh", "refused"] {
+                Counter(label: Self.metricName, dimensions: [("region", region), ("result", result)]).increment(by: 0)
+            }
+        }
+    }
+
+    struct Query {
+        var region: String?
+        var waitMs: Int = 0
+        var token: FreshToken?
+    }
+
+    /// Parses the query string; hostile text gives a reason, never a trap.
+    static func parse(_ query: String, maxWaitMs: Int) -> Result<Query, FreshQueryError> {
+        var q = Query()
+        var seen: Set<String> = []
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0])
+            guard let value = String(parts.count > 1 ? parts[1] : "").replacingOccurrences(of: "+", with: " ").removingPercentEncoding else {
+                return .failure(.init("\(name): not percent-encoded text"))
+            }
+            guard seen.insert(name).inserted else { return .failure(.init("\(name) is given twice")) }
+            switch name {
+            case "region": q.region = value
+            case "wait_ms":
+                guard let n = Int(value), n >= 0 else { return .failure(.init("wait_ms: expected a whole number of milliseconds ≥ 0")) }
+                q.waitMs = min(n, maxWaitMs)
+            case "token":
+                do { q.token = try FreshToken(encoded: value) } catch { return .failure(.init("token: \(error)")) }
+            default:
+                return .failure(.init("unknown parameter \(name) (region, wait_ms, token)"))
+            }
+        }
+        return .success(q)
+    }
+
+    struct FreshQueryError: Error {
+        var message: String
+        init(_ m: String) { message = m }
+    }
+
+    func respond(query: String) async -> Response {
+        let q: Query
+        switch Self.parse(query, maxWaitMs: maxWaitMs) {
+        case .success(let parsed): q = parsed
+        case .failure(let e): return HTTPRoutes.error(.badRequest, e.message)
+        }
+        let wait = Duration.milliseconds(q.waitMs)
+        if let region = q.region {
+            guard var answer = await oracle.ask(region: region, token: q.token, wait: wait) else {
+                return HTTPRoutes.error(.notFound, "region \(region) is not configured; regions: " + oracle.regionNames.joined(separator: ", "))
+            }
+            count(answer)
+            answer.problem = answer.problem.map(redact)
+            return HTTPRoutes.json(Self.status(of: [answer]), FreshDocument.Region(answer))
+        }
+        let answers = await withTaskGroup(of: FreshAnswer?.self) { group in
+            for name in oracle.regionNames { group.addTask { await oracle.ask(region: name, token: q.token, wait: wait) } }
+            var all: [FreshAnswer] = []
+            for await a in group { if let a { all.append(a) } }
+            return all
+        }
+        answers.forEach(count)
+        let shown = answers.map { a in
+            var a = a
+            a.problem = a.problem.map(redact)
+            return a
+        }
+        return HTTPRoutes.json(Self.status(of: answers), FreshDocument(shown))
+    }
+
+    static func status(of answers: [FreshAnswer]) -> HTTPResponse.Status {
+        if answers.contains(where: { $0.reason == .foreignToken }) { return .badRequest }
+        if answers.contains(where: { $0.reason == .overloaded }) { return .tooManyRequests }
+        return answers.allSatisfy(\.fresh) ? .ok : .serviceUnavailable
+    }
+
+    func count(_ a: FreshAnswer) {
+        let result = a.fresh ? "fresh" : (a.reason == .overloaded || a.reason == .foreignToken ? "refused" : "not_fresh")
+        Counter(label: Self.metricName, dimensions: [("region", a.region), ("result", result)]).increment()
+    }
+}
+
+/// The `/fresh` body (docs/metrics.md), also decoded by `region-replicator status`.
+struct FreshDocument: Codable, Sendable, Equatable {
+    struct Region: Codable, Sendable, Equatable {
+        var region: String
+        var fresh: Bool
+        var waitedMs: Int64
+        /// Null when fresh.
+        var reason: String?
+        var problem: String?
+        /// Partition (decimal text) → events the region lacks.
+        var missing: [String: Int64]
+        var token: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case region, fresh, reason, problem, missing, token
+            case waitedMs = "waited_ms"
+        }
+
+        init(_ a: FreshAnswer) {
+            region = a.region
+            fresh = a.fresh
+            waitedMs = a.waitedMs
+            reason = a.reason?.rawValue
+            problem = a.problem
+            missing = Dictionary(uniqueKeysWithValues: a.missing.map { (String($0.key), $0.value) })
+            token = a.token
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(region, forKey: .region)
+            try c.encode(fresh, forKey: .fresh)
+            try c.encode(waitedMs, forKey: .waitedMs)
+            try c.encode(reason, forKey: .reason)
+            try c.encode(problem, forKey: .problem)
+            try c.encode(missing, forKey: .missing)
+            try c.encode(token, forKey: .token)
+        }
+    }
+
+    var fresh: Bool
+    var regions: [String: Region]
+
+    init(_ answers: [FreshAnswer]) {
+        fresh = answers.allSatisfy(\.fresh)
+        regions = Dictionary(answers.map { ($0.region, Region($0)) }, uniquingKeysWith: { a, _ in a })
+    }
+}
