@@ -62,6 +62,34 @@ struct SchemaVersionTests {
         #expect(again.status == 0, "\(again.output)")
     }
 
+    @Test("The id trigger calls its function only for a row without message_id: the applier's rows (always with an id) skip it")
+    func idTriggerRunsOnlyForRowsWithoutID() throws {
+        let h = try Harness(regions: ["us-east-1"], partitions: 1)
+        let db = try h.dbs.connect("us-east-1")
+        defer { db.close() }
+        // Calls of the trigger's function in this transaction (pg_stat_xact_user_functions counts
+        // PL/pgSQL calls while track_functions is on); rolled back at the end.
+        func calls() throws -> String {
+            try db.query("""
+                SELECT coalesce((SELECT sum(calls) FROM pg_stat_xact_user_functions WHERE funcname = 'messages_derive_message_id'), 0)::text
+                """).rows.first?.first.flatMap { $0 } ?? "?"
+        }
+        try db.execute("BEGIN")
+        defer { try? db.execute("ROLLBACK") }
+        try db.execute("SET LOCAL track_functions = 'pl'")
+        try db.execute("""
+            INSERT INTO messages (message_id, session_id, role, content, region, created_at, version)
+            SELECT gen_random_uuid(), 's', 'user', 'with id ' || g, 'us-east-1', now(), 1 FROM generate_series(1, 100) g
+            """)
+        let withID = try calls()
+        try db.execute("INSERT INTO messages (session_id, role, content, region, created_at) VALUES ('s', 'user', 'seed-style', 'us-east-1', now())")
+        let afterSeed = try calls()
+        let derived = try db.query("SELECT count(*) FROM messages WHERE content = 'seed-style' AND message_id IS NOT NULL").rows.first?.first ?? nil
+        #expect(withID == "0", "100 rows with an id called the trigger's function \(withID) times")
+        #expect(afterSeed == "1" && derived == "1", "a seed-style row: calls \(afterSeed), rows with a derived id \(derived ?? "nil")")
+        print("id trigger: 100 rows with an id -> \(withID) calls; a seed-style row -> \(afterSeed) calls in total, its id derived")
+    }
+
     /// Tests/EndToEndTests/Fixtures/schema-v<N>.sql: every released schema, with rows.
     static func fixtures() throws -> [(version: Int, sql: String)] {
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")

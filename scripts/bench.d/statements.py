@@ -9,6 +9,19 @@ Variants (the upsert part differs; tombstones use the daemon's set-based stateme
                merge with the same guards (two round trips: COPY cannot be pipelined)
   per-row      one INSERT ... ON CONFLICT DO UPDATE ... WHERE guard per event, with the
                tombstone NOT EXISTS checks and a per-row outcome, pipelined in one transaction
+  unnest-trig  `unnest` into the table with migrate's PL/pgSQL id trigger (BEFORE INSERT FOR EACH ROW)
+  unnest-when  the same with the trigger under `WHEN (NEW.message_id IS NULL)`
+  copy-merge-trig  `copy-merge` with the id trigger
+  unnest-noprobe  diagnostic, not an apply path: `unnest` without the three NOT EXISTS probes
+               (only the ON CONFLICT … WHERE version guard; tombstones not checked) — what they cost
+  copy         the reference, not an apply path: the batch's upserts by binary COPY into an empty
+               table of the same shape (no guard, no tombstones; "new" pass only)
+Variants without "trig"/"when" run on the table without a trigger.
+
+  --trigger-ab ROWS  instead of the variants: the id trigger alone, A/B/C alternating for --rounds:
+               a server-side INSERT … SELECT of ROWS generated rows (each with a message_id, as the
+               daemon writes them) into a fresh table with no trigger, the plain trigger, and the
+               trigger under WHEN (NEW.message_id IS NULL); backend CPU per row.
 
 Each batch: BEGIN, the statements, COMMIT. "new" batches: mostly new messages, some updates of
 existing rows (version + 1), a few message and session tombstones. "dup" batches: the same
@@ -56,6 +69,7 @@ SELECT n.applied, CASE WHEN n.applied < n.total THEN {DUPJOIN} ELSE 0 END,
 FROM n"""
 UPSERT_OLD = f"WITH {UNNEST},\nins AS ({INSERT} {GUARDS})\n{OLD_RESULT}"
 UPSERT_NEW = f"WITH {UNNEST},\nins AS ({INSERT} {GUARDS}),\n{NEW_RESULT}"
+UPSERT_NOPROBE = f"WITH {UNNEST},\nins AS ({INSERT} {GUARDS[GUARDS.index('ON CONFLICT'):]}),\n{NEW_RESULT}"
 STAGE = """CREATE TEMP TABLE IF NOT EXISTS rr_stage (message_id uuid, session_id text, role text, content text,
     region text, created_at timestamptz, version bigint, attributes text, i bigint) ON COMMIT DELETE ROWS"""
 MERGE = f"WITH u AS MATERIALIZED (SELECT * FROM rr_stage),\nins AS ({INSERT} {GUARDS}),\n{NEW_RESULT}"
@@ -88,6 +102,59 @@ SELECT n.applied, CASE WHEN n.applied < n.total THEN (SELECT count(*) FROM d JOI
 FROM n"""
 
 
+TRIGGER_FN = """CREATE OR REPLACE FUNCTION bench_derive_id() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF NEW.message_id IS NULL THEN NEW.message_id := gen_random_uuid(); END IF;
+    RETURN NEW;
+END $f$"""
+
+
+def set_trigger(c, variant):
+    """The id trigger as `variant` wants it (outside the timed part): none, plain, or under WHEN."""
+    c.execute(f"DROP TRIGGER IF EXISTS bench_derive_id ON {T}")
+    if variant.endswith("-trig"):
+        c.execute(f"CREATE TRIGGER bench_derive_id BEFORE INSERT ON {T} FOR EACH ROW EXECUTE FUNCTION bench_derive_id()")
+    elif variant.endswith("-when"):
+        c.execute(f"CREATE TRIGGER bench_derive_id BEFORE INSERT ON {T} FOR EACH ROW WHEN (NEW.message_id IS NULL) "
+                  "EXECUTE FUNCTION bench_derive_id()")
+
+
+def apply_copy_only(conn, batch):
+    ups, mts, sts = batch
+    with conn.transaction():
+        cur = conn.cursor()
+        with cur.copy(f"COPY {T}_copy ({COLS}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["uuid", "text", "text", "text", "text", "timestamptz", "int8", "timestamptz"])
+            now = datetime.now(timezone.utc)
+            for r in ups:
+                cp.write_row(r + (now,))
+    return [(len(ups), 0)]
+
+
+def trigger_ab(c, backend, rows, rounds):
+    """Backend CPU per inserted row: no trigger, the plain PL/pgSQL trigger, the trigger under WHEN."""
+    modes = {"none": None, "plain": "", "when": "WHEN (NEW.message_id IS NULL)"}
+    res = {m: [] for m in modes}
+    for rnd in range(1, rounds + 1):
+        for m, clause in modes.items():
+            c.execute("DROP TABLE IF EXISTS trig_ab")
+            c.execute(f"CREATE TABLE trig_ab (LIKE {T} INCLUDING ALL)")
+            if clause is not None:
+                c.execute(f"CREATE TRIGGER trig_ab_id BEFORE INSERT ON trig_ab FOR EACH ROW {clause} EXECUTE FUNCTION bench_derive_id()")
+            b0 = server_cpu(None, backend)
+            c.execute(f"""INSERT INTO trig_ab SELECT gen_random_uuid(), 's' || (g % 20000), 'user', repeat('x', 300), 'us-east-1',
+                now() + g * interval '1 ms', 1, now() FROM generate_series(1, {rows}) g""")
+            res[m].append((server_cpu(None, backend) - b0) / rows * 1e6)
+            print(f"{rnd:>5} {m:<6} backend {res[m][-1]:6.2f} µs/row", flush=True)
+    c.execute("DROP TABLE IF EXISTS trig_ab")
+    print("== median; uptime:", os.popen("uptime").read().strip())
+    for m, xs in res.items():
+        xs = sorted(xs)
+        print(f"   {m:<6} backend {xs[len(xs) // 2]:6.2f} µs/row  (runs: " + ", ".join(f"{x:.2f}" for x in xs) + ")")
+    d = sorted(p - w for p, w in zip(res["plain"], res["when"]))
+    print(f"   plain − when, paired by round: median {d[len(d) // 2]:.2f} µs/row  (" + ", ".join(f"{x:.2f}" for x in d) + ")")
+
+
 def setup(c, rows):
     c.execute(f"""CREATE TABLE IF NOT EXISTS {T} (message_id uuid PRIMARY KEY, session_id text NOT NULL, role text NOT NULL,
         content text NOT NULL, region text NOT NULL, created_at timestamptz NOT NULL, version bigint NOT NULL DEFAULT 1,
@@ -103,6 +170,8 @@ def setup(c, rows):
     c.execute(f"VACUUM ANALYZE {T}")
     c.execute("VACUUM ANALYZE replicator_message_tombstones")
     c.execute("VACUUM ANALYZE replicator_session_tombstones")
+    c.execute(f"CREATE TABLE IF NOT EXISTS {T}_copy (LIKE {T} INCLUDING ALL)")
+    c.execute(TRIGGER_FN)
 
 
 class Gen:
@@ -214,6 +283,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default="unnest-old,unnest,copy-merge,per-row")
     ap.add_argument("--json")
+    ap.add_argument("--trigger-ab", type=int, default=0, metavar="ROWS")
     a = ap.parse_args()
     conn = psycopg.connect(host=a.host, port=a.port, user="postgres", dbname=a.dbname, autocommit=True)
     conn.execute("SET jit = off")
@@ -222,9 +292,15 @@ def main():
     conn.execute(STAGE)
     backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     postmaster = int(open(f"/proc/{backend}/stat").read().rsplit(")", 1)[1].split()[1])
+    if a.trigger_ab:
+        trigger_ab(conn, backend, a.trigger_ab, a.rounds)
+        return
     gen = Gen(conn, 7)
     run = {"unnest-old": lambda b: apply_unnest(conn, b, UPSERT_OLD), "unnest": lambda b: apply_unnest(conn, b, UPSERT_NEW),
-           "copy-merge": lambda b: apply_copy(conn, b), "per-row": lambda b: apply_per_row(conn, b)}
+           "copy-merge": lambda b: apply_copy(conn, b), "per-row": lambda b: apply_per_row(conn, b),
+           "unnest-trig": lambda b: apply_unnest(conn, b, UPSERT_NEW), "unnest-when": lambda b: apply_unnest(conn, b, UPSERT_NEW),
+           "copy-merge-trig": lambda b: apply_copy(conn, b), "copy": lambda b: apply_copy_only(conn, b),
+           "unnest-noprobe": lambda b: apply_unnest(conn, b, UPSERT_NOPROBE)}
     variants = a.variants.split(",")
     results = []
     print("   CPU per row: µs of user+sys CPU per event; server = every process of the cluster, backend = the"
@@ -234,7 +310,8 @@ def main():
         for v in variants:
             batches = [gen.batch(a.batch) for _ in range(a.batches)]
             n = sum(len(u) + len(m) + len(s) for u, m, s in batches)
-            for kind in ("new", "dup"):
+            set_trigger(conn, v)
+            for kind in (("new",) if v == "copy" else ("new", "dup")):
                 cpu0, b0, t0 = server_cpu(postmaster), server_cpu(postmaster, backend), time.perf_counter()
                 c0 = time.process_time()
                 outs = [run[v](b) for b in batches]
@@ -244,9 +321,10 @@ def main():
                 results.append({"round": rnd, "variant": v, "pass": kind, "rows": n, "seconds": dt, "server_cpu_s": cpu,
                                 "backend_cpu_s": bcpu, "client_cpu_s": ccpu})
                 print(f"{rnd:>5} {v:<11} {kind:<4} {n / dt:>8.0f} {cpu / n * 1e6:>10.1f} {bcpu / n * 1e6:>10.1f} {ccpu / n * 1e6:>10.1f}  {tot}", flush=True)
+    set_trigger(conn, "none")
     print("== median per variant; uptime:", os.popen("uptime").read().strip())
     for v in variants:
-        for kind in ("new", "dup"):
+        for kind in (("new",) if v == "copy" else ("new", "dup")):
             rs = sorted(r["rows"] / r["seconds"] for r in results if r["variant"] == v and r["pass"] == kind)
             cs = sorted(r["server_cpu_s"] / r["rows"] * 1e6 for r in results if r["variant"] == v and r["pass"] == kind)
             bs = sorted(r["backend_cpu_s"] / r["rows"] * 1e6 for r in results if r["variant"] == v and r["pass"] == kind)

@@ -32,7 +32,8 @@ public enum Schema {
 
     /// The trigger that fills an inserted row's missing message id with the id the daemon
     /// derives for the same seed-style event (``SeedID``), so that an application's plain
-    /// `INSERT` of {session_id, role, content, region, created_at} works.
+    /// `INSERT` of {session_id, role, content, region, created_at} works. It fires only for a row
+    /// without an id (`WHEN`), so the applier's rows skip it.
     /// - Parameter digestFunction: `pgcrypto`'s `digest`, schema-qualified and quoted.
     public static func idTriggerStatements(_ table: TableName, columns c: MessageColumns, digestFunction: String) -> [String] {
         let q = MessageColumns.quote
@@ -53,7 +54,12 @@ public enum Schema {
             $rr$
             """,
             "DROP TRIGGER IF EXISTS \(trigger) ON \(table.quoted)",
-            "CREATE TRIGGER \(trigger) BEFORE INSERT ON \(table.quoted) FOR EACH ROW EXECUTE FUNCTION \(function)()",
+            // The WHEN clause is tested in C: a row with an id (every row the applier writes) never
+            // enters PL/pgSQL, ~1.2 µs of backend CPU per row (docs/performance.md).
+            """
+            CREATE TRIGGER \(trigger) BEFORE INSERT ON \(table.quoted) FOR EACH ROW
+            WHEN (NEW.\(q(c.messageID)) IS NULL) EXECUTE FUNCTION \(function)()
+            """,
         ]
     }
 
