@@ -17,6 +17,13 @@ import Foundation
 ///   transaction checks or writes, so two instances that both believe they own a partition
 ///   (a rebalance) serialise and each sees the other's stored offset.
 ///
+/// - **Partition keys of earlier releases** (``Space/legacyPartitions``): one exclusive key per
+///   partition the transaction's records came through or whose offset it checks or stores —
+///   the key builds before bucket locks took, `(hashtext('region-replicator apply ' || table as
+///   configured), partition)`. An older instance still running during a rolling upgrade takes
+///   only those, so a writer of this version takes them too: the two exclude each other on
+///   every partition they share, as two older writers did (docs/operations.md, "Upgrades").
+///
 /// ``sorted`` orders the keys by space, then number: every writer takes its keys in that one
 /// order, so no two writers wait on each other in a cycle.
 struct ApplyLocks: Sendable, Hashable {
@@ -25,6 +32,8 @@ struct ApplyLocks: Sendable, Hashable {
     static let bucketCount: UInt64 = 1024
 
     enum Space: Int32, Sendable, Hashable, Comparable, CaseIterable {
+        /// First: an older writer takes these keys alone, in ascending partition order.
+        case legacyPartitions = -1
         case offsets = 0
         case rows = 1
         static func < (a: Space, b: Space) -> Bool { a.rawValue < b.rawValue }
@@ -41,9 +50,14 @@ struct ApplyLocks: Sendable, Hashable {
 
     init() {}
 
-    /// The locks of a transaction applying `plan` and checking or storing the offsets of `partitions`.
-    init(plan: ApplyPlan, partitions: some Sequence<Int32>) {
-        for p in partitions { take(Key(space: .offsets, number: p), exclusive: true) }
+    /// The locks of a transaction applying `plan`, whose records came through `recordPartitions`,
+    /// and checking or storing the offsets of `partitions`.
+    init(plan: ApplyPlan, partitions: some Sequence<Int32>, recordPartitions: some Sequence<Int32> = [Int32]()) {
+        for p in partitions {
+            take(Key(space: .legacyPartitions, number: p), exclusive: true)
+            take(Key(space: .offsets, number: p), exclusive: true)
+        }
+        for p in recordPartitions { take(Key(space: .legacyPartitions, number: p), exclusive: true) }
         for u in plan.upserts { shareRows(of: u) }
         for round in plan.tieRounds { for t in round { shareRows(of: t.upsert) } }
         for d in plan.messageTombstones { take(Key(space: .rows, number: Self.bucket(message: d.messageID)), exclusive: true) }

@@ -8,14 +8,20 @@ struct Statements {
     let resolvedName: String
     /// The table's advisory lock key (int4), shared by every writer of the table.
     let tableKey: String
-    /// The table's key, shared: the first lock of every applier (``ApplyLocks``).
+    /// The table's key as builds before bucket locks computed it, from the table's name as
+    /// configured (``ApplyLocks/Space/legacyPartitions``).
+    let legacyTableKey: String
+    /// The table's key, shared, and the earlier releases' table key, shared: the first locks of
+    /// every applier (``ApplyLocks``). The second makes an older `verify --repair`, or an older
+    /// build that locked the whole table, wait for this version's appliers too.
     let sharedLock: String
     /// Taken by writers that are tied to no session (`verify --repair`): excludes every
-    /// applier of the table.
+    /// applier of the table, of this version and of earlier ones (both table keys).
     let exclusiveLock: String
     /// The keys of ``ApplyLocks`` in the given order: `$1` spaces (`int4[]`), `$2` numbers
     /// (`int4[]`), `$3` 1 for exclusive, 0 for shared (`int4[]`). A space's key is `hashtext` of its name and the
-    /// resolved table name; each lock is `(space key, number)`.
+    /// resolved table name (``legacyTableKey`` for the earlier releases' partition keys, space -1);
+    /// each lock is `(space key, number)`.
     let rowLocks: String
     let sessionTombstones: String
     let messageTombstones: String
@@ -41,17 +47,19 @@ struct Statements {
                       WHERE c.oid = pg_catalog.to_regclass($$\(t)$$)), $$\(table.description)$$)
             """
         tableKey = "hashtext('region-replicator apply ' || \(resolvedName))"
-        sharedLock = "SELECT pg_advisory_xact_lock_shared(\(tableKey)::bigint)"
-        exclusiveLock = "SELECT pg_advisory_xact_lock(\(tableKey)::bigint)"
+        legacyTableKey = "hashtext('region-replicator apply ' || $$\(table.description)$$)"
+        sharedLock = "SELECT pg_advisory_xact_lock_shared(\(tableKey)::bigint), pg_advisory_xact_lock_shared(\(legacyTableKey)::bigint)"
+        exclusiveLock = "SELECT pg_advisory_xact_lock(\(tableKey)::bigint), pg_advisory_xact_lock(\(legacyTableKey)::bigint)"
         // The volatile lock calls are evaluated after the ORDER BY (PostgreSQL evaluates a
         // target list holding volatile functions after the sort), so in the keys' given order.
         rowLocks = """
             SELECT count(*) FROM (
-                SELECT CASE WHEN k.x = 1 THEN pg_advisory_xact_lock(CASE k.s WHEN 0 THEN r.offsets ELSE r.rows END, k.n)
-                            ELSE pg_advisory_xact_lock_shared(CASE k.s WHEN 0 THEN r.offsets ELSE r.rows END, k.n) END
+                SELECT CASE WHEN k.x = 1 THEN pg_advisory_xact_lock(CASE k.s WHEN 0 THEN r.offsets WHEN -1 THEN r.legacy ELSE r.rows END, k.n)
+                            ELSE pg_advisory_xact_lock_shared(CASE k.s WHEN 0 THEN r.offsets WHEN -1 THEN r.legacy ELSE r.rows END, k.n) END
                 FROM unnest($1::int4[], $2::int4[], $3::int4[]) WITH ORDINALITY AS k(s, n, x, i),
                      (SELECT hashtext('region-replicator offsets ' || name) AS offsets,
-                             hashtext('region-replicator rows ' || name) AS rows
+                             hashtext('region-replicator rows ' || name) AS rows,
+                             \(legacyTableKey) AS legacy
                       FROM (SELECT \(resolvedName) AS name) t) r
                 ORDER BY k.i) locks
             """

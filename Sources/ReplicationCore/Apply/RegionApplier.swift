@@ -77,7 +77,8 @@ public final class RegionApplier: @unchecked Sendable {
         -> (steps: [PostgresStatement], plan: ApplyPlan, work: [Work], at: [Int], lock: [PostgresStatement], check: [PostgresStatement]) {
         let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
         let check = offsetCheckStatements(expectedOffsets, group: group, topic: topic)
-        let lock = lockStatements(ApplyLocks(plan: plan, partitions: progress.map(\.partition) + expectedOffsets.keys))
+        let lock = lockStatements(ApplyLocks(plan: plan, partitions: progress.map(\.partition) + expectedOffsets.keys,
+                                             recordPartitions: records.map(\.record.partition)))
         var steps = [PostgresStatement("BEGIN")] + lock + check
         let work = planStatements(plan)
         let at = Work.append(work, to: &steps)
@@ -168,7 +169,8 @@ public final class RegionApplier: @unchecked Sendable {
                            expectedOffsets: [Int32: Int64?], consumerGroup: String, topic: String,
                            on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
         var steps = [PostgresStatement("BEGIN")] + lockStatements(ApplyLocks(plan: ApplyPlan(records: [], region: region, applyToOrigin: applyToOrigin),
-                                                                             partitions: progress.map(\.partition) + expectedOffsets.keys))
+                                                                             partitions: progress.map(\.partition) + expectedOffsets.keys,
+                                                                             recordPartitions: records.map(\.record.partition)))
         steps += offsetCheckStatements(expectedOffsets, group: consumerGroup, topic: topic)
         if let dl = deadLetterStatement(records.map { DeadLetter(record: $0.record, error: error) }) { steps.append(dl) }
         if let off = progressStatement(progress, group: consumerGroup, topic: topic) { steps.append(off) }

@@ -133,16 +133,16 @@ final class Harness: @unchecked Sendable {
     /// Starts `region-replicator run` on the harness's config (`environment` adds overrides,
     /// e.g. `REGION_REPLICATOR_HTTP_LISTEN` for a second instance).
     @discardableResult
-    func startDaemon(environment: [String: String] = [:]) throws -> Daemon {
+    func startDaemon(environment: [String: String] = [:], binary: String = TestEnvironment.replicatorBinary) throws -> Daemon {
         let d = try Daemon(["run", "--config", configPath], logPath: dir + "/daemon-\(daemons.count).log",
-                           environment: environment)
+                           environment: environment, binary: binary)
         daemons.append(d)
         return d
     }
 
     /// Starts a further instance on the harness's config, serving HTTP on `httpPort`.
-    func startInstance(httpPort: Int) throws -> Daemon {
-        try startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(httpPort)"])
+    func startInstance(httpPort: Int, binary: String = TestEnvironment.replicatorBinary) throws -> Daemon {
+        try startDaemon(environment: ["REGION_REPLICATOR_HTTP_LISTEN": "127.0.0.1:\(httpPort)"], binary: binary)
     }
 
     /// Waits until instances `a` and `b` (their `/lag`) each own a share of every region's

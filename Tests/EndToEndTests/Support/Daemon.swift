@@ -5,12 +5,13 @@ final class Daemon: @unchecked Sendable {
     let child: ChildProcess
     let logPath: String
 
-    /// Starts `region-replicator <arguments>`.
-    init(_ arguments: [String], logPath: String, environment: [String: String] = [:]) throws {
+    /// Starts `region-replicator <arguments>` (`binary`: another build of it, e.g. an older release).
+    init(_ arguments: [String], logPath: String, environment: [String: String] = [:],
+         binary: String = TestEnvironment.replicatorBinary) throws {
         self.logPath = logPath
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
-        child = try ChildProcess(TestEnvironment.replicatorBinary, arguments, outputPath: logPath, environment: env)
+        child = try ChildProcess(binary, arguments, outputPath: logPath, environment: env)
     }
 
     var isRunning: Bool { child.isRunning }
