@@ -154,6 +154,22 @@ def floor_result(proc):
     return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
 
 
+def wait_applied(world, timeout=900):
+    """Waits until eu-west-1 holds as many rows as us-east-1: the apply side has caught up with
+    what the earlier phases captured, so that a latency phase does not measure their backlog."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(world.dsn(0, "bench_cap"), autocommit=True) as a, \
+            psycopg.connect(world.dsn(1, "bench_cap"), autocommit=True) as b:
+        while True:
+            want = a.execute("SELECT count(*) FROM messages").fetchone()[0]
+            got = b.execute("SELECT count(*) FROM messages").fetchone()[0]
+            if got >= want:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"eu-west-1 holds {got} of us-east-1's {want} rows after {timeout} s")
+            time.sleep(0.5)
+
+
 def latency(world, args, port, dsn_apply, mock_brokers, rate, seconds):
     """A paced writer at `rate` rows/s into the capturing region; commit -> row in the other
     region, from the rows themselves; beside it a bare consumer of the capture topic (capture
@@ -263,6 +279,9 @@ def capture_run(args):
             log(f"  {results['capture_live_batches']}")
             results["capture_latency"] = []
             for rate in rates:
+                t_wait = time.monotonic()
+                wait_applied(world)
+                log(f"  eu-west-1 caught up with the earlier phases in {time.monotonic() - t_wait:.1f} s")
                 log(f"capture, end-to-end latency: {rate} rows/s for {seconds} s, us-east-1 -> eu-west-1")
                 results["capture_latency"].append(latency(world, args, port, world.dsn(1, "bench_cap"),
                                                           mock_brokers, rate, seconds))
