@@ -25,6 +25,14 @@ TARGETS = ["catchup_1_vs_copy", "catchup_3_vs_three_copies", "catchup_vs_kc_peer
            "steady_cpu_us_per_event_region", "peak_rss_3r_mb"]
 RESOLVE = ["catchup_1_vs_copy", "catchup_vs_kc_peer"]
 
+# `scripts/bench --capture` (capture.py): its own sections and targets.
+CAPTURE_REQUIRED = {
+    "catchup_1": ["events", "events_per_s", "seconds"],
+    "capture_live_single": ["rows", "writer_rows_per_s", "events_per_s", "lag_after_last_commit_s"],
+    "capture_live_batches": ["rows", "writer_rows_per_s", "events_per_s", "lag_after_last_commit_s"],
+    "capture_backlog": ["rows", "seconds", "events_per_s"],
+}
+
 
 def number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -34,6 +42,8 @@ def main(path):
     with open(path) as f:
         r = json.load(f)
     problems = []
+    if r.get("mode") == "capture":
+        return report(path, problems + capture_problems(r))
     for section, keys in REQUIRED.items():
         for k in keys:
             if not number(r.get(section, {}).get(k)):
@@ -72,6 +82,48 @@ def main(path):
         problems.append(f"parameters.connections is neither null nor a positive integer: {conns!r}")
     if not isinstance(r.get("table"), list) or not r["table"]:
         problems.append("table missing")
+    return report(path, problems)
+
+
+def target_problems(block, got, keys):
+    problems = []
+    if not isinstance(got, dict) or set(got) != set(keys):
+        return [f"{block} should have exactly {sorted(keys)}, has {sorted(got or {})}"]
+    for k, t in got.items():
+        if not (number(t.get("value")) and number(t.get("target")) and isinstance(t.get("met"), bool)
+                and isinstance(t.get("unit"), str) and t.get("comparison") in ("≥", "≤")):
+            problems.append(f"{block}.{k} is not {{value, target, unit, comparison, met}}: {t!r}")
+        elif t["met"] != (t["value"] >= t["target"] if t["comparison"] == "≥" else t["value"] <= t["target"]):
+            problems.append(f"{block}.{k}.met disagrees with its value and target: {t!r}")
+    return problems
+
+
+def capture_problems(r):
+    problems = []
+    for section, keys in CAPTURE_REQUIRED.items():
+        for k in keys:
+            if not number(r.get(section, {}).get(k)):
+                problems.append(f"{section}.{k} is not a number: {r.get(section, {}).get(k)!r}")
+    lat = r.get("capture_latency")
+    if not isinstance(lat, list) or not lat:
+        problems.append("capture_latency missing")
+        lat = []
+    for x in lat:
+        for q in ("p50", "p99", "max"):
+            if not number(x.get("end_to_end_ms", {}).get(q)):
+                problems.append(f"capture_latency[{x.get('target_rate')!r}].end_to_end_ms.{q} missing")
+        if not number(x.get("broker_floor_ms", {}).get("p99")):
+            problems.append(f"capture_latency[{x.get('target_rate')!r}].broker_floor_ms.p99 missing")
+    keys = ["capture_vs_apply_1"] + [f"capture_p99_ms_{x.get('target_rate')}" for x in lat]
+    problems += target_problems("targets", r.get("targets"), keys)
+    if r.get("resolve") != {}:
+        problems.append(f"resolve should be empty in capture mode: {r.get('resolve')!r}")
+    if not isinstance(r.get("table"), list) or not r["table"]:
+        problems.append("table missing")
+    return problems
+
+
+def report(path, problems):
     if problems:
         print(f"{path}: malformed benchmark results:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1

@@ -45,7 +45,9 @@ def targets_block(r):
     def line(t):
         v = "—" if t["value"] is None else f"{t['value']:,.2f}"
         extra = ""
-        if "broker_floor_p99_ms" in t:
+        if "batch_delay_ms" in t:
+            extra = f"   (2 × broker floor p99 {t['broker_floor_p99_ms'] or 0:.1f} ms + {t['batch_delay_ms']} ms batch delay)"
+        elif "broker_floor_p99_ms" in t:
             extra = f"   (broker floor p99 {t['broker_floor_p99_ms'] or 0:.1f} ms)"
             if t["rate"] != t["target_rate"]:
                 extra += f" (the target is set for {t['target_rate']:,} ev/s)"
@@ -58,8 +60,9 @@ def targets_block(r):
 
     lines = ["", "targets (value, target; ratios to ceilings of this run)"]
     lines += [line(t) for t in r["targets"].values()]
-    lines += ["resolve criteria"]
-    lines += [line(t) for t in r["resolve"].values()]
+    if r["resolve"]:
+        lines += ["resolve criteria"]
+        lines += [line(t) for t in r["resolve"].values()]
     return lines
 
 
@@ -122,8 +125,13 @@ def table(r):
 def write(results, path):
     """Adds the targets and the table to `results`, writes them as JSON to `path` and prints
     the table."""
-    results["targets"], results["resolve"] = targets(results)
-    text = table(results)
+    if results.get("mode") == "capture":  # scripts/bench --capture (capture.py)
+        from capture import capture_table, capture_targets
+        results["targets"], results["resolve"] = capture_targets(results, target), {}
+        text = "\n".join(capture_table(results) + targets_block(results))
+    else:
+        results["targets"], results["resolve"] = targets(results)
+        text = table(results)
     results["table"] = text.splitlines()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

@@ -44,7 +44,7 @@ class World:
             c.execute(f'DROP DATABASE IF EXISTS "{db}"')
             c.execute(f'CREATE DATABASE "{db}"')
 
-    def config(self, name, regions, http_port, brokers=None, topic=TOPIC, level="notice"):
+    def config(self, name, regions, http_port, brokers=None, topic=TOPIC, level="notice", capture_region=None):
         path = os.path.join(self.dir, f"{name}.yaml")
         lines = [
             "kafka:", f'  brokers: "{brokers or self.args.brokers}"', f"  topic: {topic}", f"  group_prefix: bench-{name}",
@@ -63,6 +63,8 @@ class World:
         lines.append("regions:")
         for (i, region, db) in regions:
             lines += [f"  - name: {region}", f'    dsn: "{self.dsn(i, db)}"']
+            if region == capture_region:  # capture.py: this region publishes its own writes
+                lines.append("    capture: true")
         lines += ["apply:", f"  max_batch_events: {self.args.batch_events}", f"  max_batch_delay_ms: {self.args.batch_delay_ms}"]
         if self.args.connections is not None:
             lines.append(f"  connections: {self.args.connections}")
