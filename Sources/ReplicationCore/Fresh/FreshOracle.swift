@@ -21,6 +21,9 @@ public final class FreshOracle: Service, @unchecked Sendable {
         /// `arrived` + wait_ms: from then on the first measurement is the answer.
         var deadline: ContinuousClock.Instant
         var round: FreshJudgement.Round?
+        /// Token-less with other capturing regions: their writes before arrival must be on the
+        /// topic (their slots confirmed) before the watermark query is sent (nil: nothing to wait for).
+        var capture: FreshCaptureWait?
         /// The region's read count when `round` was assigned: a read after it measures the round.
         var readsAtRound = 0
         var expired = false
@@ -107,7 +110,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
                     self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
-                                              continuation: c))
+                                              capture: self.captureWait(for: config.name, token: token), continuation: c))
                 }
             }
             group.addTask {
@@ -126,6 +129,15 @@ public final class FreshOracle: Service, @unchecked Sendable {
             }
             return answer
         }
+    }
+
+    /// What a question waits for before its watermark query: nil with a token (it is about
+    /// one record on the topic) or when no other region captures. The region asked about holds
+    /// its own local writes.
+    func captureWait(for region: String, token: FreshToken?) -> FreshCaptureWait? {
+        guard token == nil else { return nil }
+        let others = regions.values.filter { $0.capturing && $0.name != region }.map(\.name)
+        return others.isEmpty ? nil : FreshCaptureWait(regions: others)
     }
 
     private func register(_ id: Int, _ waiter: Waiter) {
@@ -159,11 +171,17 @@ public final class FreshOracle: Service, @unchecked Sendable {
     /// Evaluates waiter `id`; when it is decided, removes it and returns the resumption to run
     /// after unlocking. Caller holds `cond`.
     func answerLocked(_ id: Int, force: Bool) -> (() -> Void)? {
-        guard let w = waiters[id], let config = regions[w.region] else { return nil }
+        guard let w = waiters[id], regions[w.region] != nil else { return nil }
         let read = reads[w.region]
-        let verdict = FreshJudgement.verdict(token: w.token, capturing: config.capturing, round: w.round, read: read,
-                                             brokerProblem: brokerProblem)
-        let measured = w.round != nil && (readCounts[w.region] ?? 0) > w.readsAtRound
+        let verdict: FreshJudgement.Verdict
+        var measured = w.round != nil && (readCounts[w.region] ?? 0) > w.readsAtRound
+        if let capture = w.capture, !capture.ready {
+            // A capturing region's writes may still be missing from the topic: no round yet.
+            verdict = .wait(capture.reason, capture.problem ?? "waiting for the capturing regions' slots", [:])
+            measured = capture.problem != nil
+        } else {
+            verdict = FreshJudgement.verdict(token: w.token, round: w.round, read: read, brokerProblem: brokerProblem)
+        }
         let answer: FreshAnswer
         let waited = Int64(clamping: (ContinuousClock.now - w.arrived).milliseconds)
         switch verdict {
