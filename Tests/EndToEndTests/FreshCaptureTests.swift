@@ -1,4 +1,5 @@
 import Foundation
+import KafkaClient
 import PostgresClient
 import ReplicationCore
 import Testing
@@ -73,6 +74,30 @@ struct FreshCaptureTests {
         #expect(falseFresh.isEmpty, "fresh before the row was readable: \(falseFresh)")
         // The long waits do become fresh (capture confirms, then the region applies).
         #expect(answers[200, default: 0] >= 10, "answers by status: \(answers) (log: \(h.daemonLogs().suffix(2000)))")
+
+        // A capture session token (the region's WAL position after the commit): fresh only once
+        // the row is readable; one of another cluster or topic is refused.
+        let c = try KafkaConsumer(configuration: KafkaConfiguration([("bootstrap.servers", h.cluster.bootstrap), ("log_level", "2")]),
+                                  groupID: nil)
+        defer { c.close() }
+        guard let cluster = c.clusterID(timeoutMs: 10_000) else { throw TestSetupError("no cluster id") }
+        let scope = FreshToken.scope(clusterID: cluster, topic: h.cluster.topic)
+        for trial in 0..<5 {
+            let id = try insert(db, session: "token-\(trial)")
+            let lsn = try LSN(text: db.query("SELECT pg_current_wal_lsn()::text").rows[0][0]!)!
+            let token = FreshCaptureToken(scope: scope, region: Self.origin, lsn: lsn).encoded
+            let answer = try fresh(e, "region=\(Self.other)&wait_ms=\(trial == 0 ? 0 : 5000)&token=\(token)")
+            if try answer.status == 200 && !holds(h, Self.other, id) { falseFresh.append("token \(id): \(answer.body)") }
+            if trial > 0 { #expect(answer.status == 200 && answer.body["token"] as? Bool == true, "\(answer.body)") }
+            // The writing region holds its own write.
+            #expect(try fresh(e, "region=\(Self.origin)&token=\(token)").status == 200)
+        }
+        #expect(falseFresh.isEmpty, "fresh before the row was readable: \(falseFresh)")
+        let foreign = FreshCaptureToken(scope: FreshToken.scope(clusterID: "another", topic: h.cluster.topic), region: Self.origin,
+                                        lsn: LSN(1)).encoded
+        #expect(try fresh(e, "region=\(Self.other)&wait_ms=5000&token=\(foreign)").status == 400)
+        let unknown = FreshCaptureToken(scope: scope, region: "mars-1", lsn: LSN(1)).encoded
+        #expect(try fresh(e, "region=\(Self.other)&token=\(unknown)").status == 400)
     }
 
     @Test("a capturing origin whose Postgres is stopped: other regions are not fresh (origin_down) within wait_ms")

@@ -103,4 +103,21 @@ struct FreshCaptureWaitTests {
         #expect(!J.needsRound(hasRound: true, capture: wait))
         #expect(J.needsRound(hasRound: false, capture: nil))
     }
+
+    @Test("capture session tokens: round-trip; a version-1 token or hostile text is not one; a preset target waits for the slot only")
+    func captureTokens() throws {
+        let t = FreshCaptureToken(scope: Self.scope, region: "eu-west-1", lsn: LSN(0x1_0000_2000))
+        #expect(try FreshCaptureToken(encoded: t.encoded) == t)
+        let offsetToken = FreshToken(scope: Self.scope, partition: 1, offset: 4).encoded
+        #expect(throws: FreshToken.Malformed.self) { try FreshCaptureToken(encoded: offsetToken) }
+        #expect(throws: FreshToken.Malformed.self) { try FreshToken(encoded: t.encoded) }
+        for hostile in ["", "AgAAAAAAAAAAAAAAAAAAAAAA", String(repeating: "A", count: 200), "Ag+/AAAAAAAAAAAAAAAAAAAAAA", "é" + t.encoded] {
+            #expect(throws: FreshToken.Malformed.self) { try FreshCaptureToken(encoded: hostile) }
+        }
+        var wait = FreshCaptureWait(region: "a", target: LSN(0x50))
+        wait.observe("a", Self.read(confirmed: 0x40, wal: 0x90), sentAfterArrival: true)
+        #expect(!wait.ready && wait.targets["a"] == .some(LSN(0x50)))
+        wait.observe("a", Self.read(confirmed: 0x50, wal: 0x90), sentAfterArrival: false)
+        #expect(wait.ready)
+    }
 }

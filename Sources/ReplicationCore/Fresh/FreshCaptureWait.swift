@@ -29,6 +29,11 @@ struct FreshCaptureWait: Sendable, Equatable {
         targets = Dictionary(regions.map { ($0, nil) }, uniquingKeysWith: { a, _ in a })
     }
 
+    /// A capture session token's write: the region's WAL position is known already.
+    init(region: String, target: LSN) {
+        targets = [region: target]
+    }
+
     var ready: Bool { confirmed.count == targets.count }
 
     /// Takes a read of region `region`. `sentAfterArrival`: the read was sent after the question

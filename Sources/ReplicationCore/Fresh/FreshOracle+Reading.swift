@@ -42,6 +42,7 @@ extension FreshOracle {
                 let low = try c.listOffsets(topic: topic, partitions: partitions, at: TopicPartitionOffset.beginning, timeoutMs: 2000)
                 let round = FreshJudgement.Round(end: end, low: low, scope: scope!)
                 cond.lock()
+                knownScope = round.scope
                 brokerProblem = nil
                 for id in ids where waiters[id] != nil {
                     waiters[id]!.round = round

@@ -24,6 +24,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
         /// Token-less with other capturing regions: their writes before arrival must be on the
         /// topic (their slots confirmed) before the watermark query is sent (nil: nothing to wait for).
         var capture: FreshCaptureWait?
+        /// The scope of a capture session token (checked against the topic's once known).
+        var captureScope: UInt64?
         /// The region's read count when `round` was assigned: a read after it measures the round.
         var readsAtRound = 0
         var expired = false
@@ -45,6 +47,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
     var wake: Set<String> = []
     var brokerProblem: String?
     var stopped = false
+    /// The topic's scope, once a watermark query has told it.
+    var knownScope: UInt64?
     /// Watermark queries sent so far (each serves every waiter that arrived before it).
     var roundsSent = 0
 
@@ -99,9 +103,27 @@ public final class FreshOracle: Service, @unchecked Sendable {
     }
 
     /// The answer for `region` (nil: not configured), waiting up to `wait` for it to be fresh.
-    public func ask(region: String, token: FreshToken?, wait: Duration) async -> FreshAnswer? {
+    /// `captureToken`: a local write in a capturing region (the region's slot must confirm its
+    /// WAL position, then `region` must reach the watermarks read after that).
+    public func ask(region: String, token: FreshToken?, captureToken: FreshCaptureToken? = nil, wait: Duration) async -> FreshAnswer? {
         guard let config = regions[region] else { return nil }
         let arrived = ContinuousClock.now
+        let capture: FreshCaptureWait?
+        if let t = captureToken {
+            let scope = cond.withLock { knownScope }
+            func answer(_ reason: FreshReason?, _ problem: String?) -> FreshAnswer {
+                FreshAnswer(region: region, fresh: reason == nil, waitedMs: 0, reason: reason, problem: problem, missing: [:], token: true)
+            }
+            if let scope, scope != t.scope { return answer(.foreignToken, "the token is of another cluster or topic") }
+            guard regions[t.region]?.capturing == true else {
+                return answer(.foreignToken, "the token names region \(t.region), which is not a capturing region here")
+            }
+            // The region's own local write: it holds it.
+            if t.region == region { return answer(nil, nil) }
+            capture = FreshCaptureWait(region: t.region, target: t.lsn)
+        } else {
+            capture = captureWait(for: config.name, token: token)
+        }
         let id: Int = cond.withLock {
             nextID += 1
             return nextID
@@ -110,7 +132,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
                     self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
-                                              capture: self.captureWait(for: config.name, token: token), continuation: c))
+                                              capture: capture, captureScope: captureToken?.scope, continuation: c))
                 }
             }
             group.addTask {
@@ -179,6 +201,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
             // A capturing region's writes may still be missing from the topic: no round yet.
             verdict = .wait(capture.reason, capture.problem ?? "waiting for the capturing regions' slots", [:])
             measured = capture.problem != nil
+        } else if let scope = w.captureScope, let round = w.round, round.scope != scope {
+            verdict = .final(.foreignToken, "the token is of another cluster or topic", [:])
         } else {
             verdict = FreshJudgement.verdict(token: w.token, round: w.round, read: read, brokerProblem: brokerProblem)
         }
@@ -187,16 +211,16 @@ public final class FreshOracle: Service, @unchecked Sendable {
         switch verdict {
         case .fresh:
             answer = FreshAnswer(region: w.region, fresh: true, waitedMs: waited, reason: nil, problem: nil, missing: [:],
-                                 token: w.token != nil)
+                                 token: w.token != nil || w.captureScope != nil)
         case .final(let reason, let problem, let missing):
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
-                                 missing: missing, token: w.token != nil)
+                                 missing: missing, token: w.token != nil || w.captureScope != nil)
         case .wait(let reason, let problem, let missing):
             let known = measured || reason == .regionDown && read != nil || reason == .brokerUnavailable
             let expired = w.expired || ContinuousClock.now >= w.deadline
             guard force || stopped || (expired && known) else { return nil }
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
-                                 missing: missing, token: w.token != nil)
+                                 missing: missing, token: w.token != nil || w.captureScope != nil)
         }
         waiters[id] = nil
         guard let c = w.continuation else { return nil }
