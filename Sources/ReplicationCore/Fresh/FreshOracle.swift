@@ -213,6 +213,9 @@ public final class FreshOracle: Service, @unchecked Sendable {
             answer = FreshAnswer(region: w.region, fresh: true, waitedMs: waited, reason: nil, problem: nil, missing: [:],
                                  token: w.token != nil || w.captureScope != nil)
         case .final(let reason, let problem, let missing):
+            // A region read from before the round (e.g. before a dead letter was resolved) is
+            // not the answer: wait for the read after it.
+            guard measured || reason == .foreignToken || force || stopped else { return nil }
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
                                  missing: missing, token: w.token != nil || w.captureScope != nil)
         case .wait(let reason, let problem, let missing):
