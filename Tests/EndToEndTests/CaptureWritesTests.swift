@@ -73,21 +73,25 @@ struct CaptureWritesTests {
         #expect(!log.contains("not published"), "\(log.suffix(3000))")
     }
 
-    @Test("the example application with captured=True (no publish step) in every region: every region ends with the same rows")
+    @Test("the example application with captured=True (no publish step) in every region: every region ends with the same rows; a session moved region sees its last message")
     func pythonExampleUnderCapture() throws {
         guard let python = EventContractTests.python else {
             throw TestSetupError("RR_TEST_PYTHON is not set: run the tests with `bash scripts/test` (it makes the venv)")
         }
         let prefix = Self.prefix()
-        let h = try Self.harness(prefix)
+        let port = try HTTPProbe.freePort()
+        let h = try Harness(extraConfig: "http:\n  listen: \"127.0.0.1:\(port)\"\ncapture:\n  enabled: true\n  slot_prefix: \(prefix)\n")
         defer { C.dropSlots(h, prefix: prefix) }
         try h.startDaemon()
         var arguments = [EventContractTests.repository + "/examples/python/demo.py", "--brokers", h.cluster.bootstrap, "--topic", h.cluster.topic]
         for r in h.regions { arguments += ["--region", "\(r)=\(h.dbs.conninfo(r))", "--captured", r] }
+        // The session moves region with its capture token (/fresh waits for the home slot).
+        arguments += ["--fresh-url", "http://127.0.0.1:\(port)"]
         let out = try TestEnvironment.run(python, arguments, timeout: .seconds(180))
         let summary = try #require(out.split(separator: "\n").last.flatMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
         let expected = try #require(summary["expected_messages"] as? Int)
+        #expect(summary["last_message_seen"] as? Bool == true && summary["may_be_missing"] as? Bool == false, "\(summary)")
         // Every region's erasure reached every region (rows alone could match before it did).
         try waitUntil("every region to hold the three session tombstones") {
             try h.regions.allSatisfy {
@@ -100,10 +104,10 @@ struct CaptureWritesTests {
             #expect(try h.dbs.query(r, "SELECT count(*) FROM messages WHERE version = 3") == [["\(h.regions.count)"]], "\(r)")
         }
         // Nothing was published by the application: per region 5 INSERTs, 2 UPDATEs, 1 DELETE
-        // and 1 erasure, one record each, all capture's.
+        // and 1 erasure, one record each, all capture's (and the moved session's last message).
         try C.waitSlotsCaughtUp(h, prefix: prefix)
         let published = try C.records(h)
-        #expect(published == Int64(9 * h.regions.count), "records on the topic: \(published)")
+        #expect(published == Int64(9 * h.regions.count + 1), "records on the topic: \(published)")
         let log = h.daemonLogs()
         #expect(!log.contains("not published"), "\(log.suffix(3000))")
     }

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 import psycopg
 from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 
 def utc_now_text() -> str:
@@ -47,6 +48,9 @@ class RegionAwareDataLayer:
         self._errors: list[str] = []
         # session id → (partition, offset) of its last acknowledged write (`session_token`).
         self._last_write: dict[str, tuple[int, int]] = {}
+        # captured: session id → the region's WAL position read after its last write's commit.
+        self._last_captured: dict[str, str] = {}
+        self._kafka_config = kafka_config
         self._token_scope: bytes | None = None
 
     @staticmethod
@@ -145,7 +149,14 @@ class RegionAwareDataLayer:
     async def _queue_replication(self, message: dict):
         """Publish to the replication topic, keyed by session_id (one session, one partition)."""
         if self.captured:
-            return  # capture publishes the local write from the region's log
+            # Capture publishes the local write from the region's log. The session token is the
+            # region's WAL position read after the commit (at or past the commit's).
+            with self.local_db.cursor() as cur:
+                cur.execute("SELECT pg_current_wal_lsn()::text")
+                lsn = cur.fetchone()[0]
+            self.local_db.commit()
+            self._last_captured[message["session_id"]] = lsn
+            return
         session_id = message["session_id"]
 
         def delivered(err, msg):
@@ -166,7 +177,8 @@ class RegionAwareDataLayer:
         """The session token of an acknowledged write: base64url of version 1, FNV-1a 64 of
         "<cluster id>/<topic>", partition, offset (big-endian; docs/metrics.md, `/fresh`)."""
         if self._token_scope is None:
-            cluster_id = self.replication_queue.list_topics(timeout=10).cluster_id or ""
+            client = self.replication_queue or AdminClient(self._kafka_config)
+            cluster_id = client.list_topics(timeout=10).cluster_id or ""
             h = 0xcbf29ce484222325
             for b in f"{cluster_id}/{self.topic}".encode():
                 h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
@@ -174,9 +186,21 @@ class RegionAwareDataLayer:
         raw = bytes([1]) + self._token_scope + partition.to_bytes(4, "big") + offset.to_bytes(8, "big")
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
+    def _capture_token(self, lsn: str) -> str:
+        """The session token of a captured local write: base64url of version 2, the scope (as
+        `_token`), the WAL position (8 bytes, big-endian) and the region's name (UTF-8)."""
+        hi, lo = (int(x, 16) for x in lsn.split("/"))
+        if self._token_scope is None:
+            self._token(0, 0)  # computes the scope
+        raw = bytes([2]) + self._token_scope + ((hi << 32) | lo).to_bytes(8, "big") + self.local_region.encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
     async def session_token(self, session_id: str, timeout: float = 30.0) -> str | None:
         """Waits until the session's writes so far are acknowledged (acks=all) and returns the
         token of its last one (None: the session wrote nothing through this process)."""
+        if self.captured:
+            lsn = self._last_captured.get(session_id)
+            return None if lsn is None else await asyncio.to_thread(self._capture_token, lsn)
         await self.flush(timeout)
         last = self._last_write.get(session_id)
         return None if last is None else await asyncio.to_thread(self._token, *last)

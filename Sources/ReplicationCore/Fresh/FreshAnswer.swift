@@ -6,16 +6,19 @@ public struct FreshRegion: Sendable {
     public var conninfo: String
     public var table: TableName
     public var consumerGroup: String
-    /// The region publishes its own local writes (capture): a token-less answer cannot account
-    /// for them, so it is never `fresh` there.
-    public var capturing: Bool
+    /// The region publishes its own local writes from this logical replication slot (capture;
+    /// nil: it does not capture). A token-less answer for any other region waits until the slot
+    /// confirmed the region's WAL position read after the question arrived.
+    public var captureSlot: String?
 
-    public init(name: String, conninfo: String, table: TableName, consumerGroup: String, capturing: Bool) {
+    public var capturing: Bool { captureSlot != nil }
+
+    public init(name: String, conninfo: String, table: TableName, consumerGroup: String, captureSlot: String?) {
         self.name = name
         self.conninfo = conninfo
         self.table = table
         self.consumerGroup = consumerGroup
-        self.capturing = capturing
+        self.captureSlot = captureSlot
     }
 }
 
@@ -31,8 +34,12 @@ public enum FreshReason: String, Sendable, Codable, CaseIterable {
     case deadLettered = "dead_lettered"
     /// Retention deleted a record it is asked about before it could be confirmed applied.
     case expired
-    /// The region captures its own local writes: a token-less answer cannot account for them.
-    case captureUnknown = "capture_unknown"
+    /// Another region captures its local writes, and its capture has not had Kafka acknowledge
+    /// the writes committed there before the question arrived (slot not streaming, lost, or slow).
+    case captureBehind = "capture_behind"
+    /// Another region captures its local writes, and its database does not answer: its writes
+    /// before the question cannot be confirmed on the topic.
+    case originDown = "origin_down"
     /// The token is of another cluster or topic, or names a partition the topic lacks.
     case foreignToken = "foreign_token"
     /// Too many requests are waiting already (`http.fresh_max_waiters`).
@@ -90,11 +97,7 @@ enum FreshJudgement {
         case final(FreshReason, String?, [Int32: Int64])
     }
 
-    static func verdict(token: FreshToken?, capturing: Bool, round: Round?, read: RegionRead?,
-                        brokerProblem: String?) -> Verdict {
-        if token == nil && capturing {
-            return .final(.captureUnknown, "the region captures its local writes; ask with a session token", [:])
-        }
+    static func verdict(token: FreshToken?, round: Round?, read: RegionRead?, brokerProblem: String?) -> Verdict {
         guard let round else {
             return .wait(brokerProblem == nil ? .behind : .brokerUnavailable,
                          brokerProblem ?? "the topic's end offsets are not read yet", [:])

@@ -12,15 +12,16 @@ extension FreshOracle {
         defer { consumer?.close() }
         while true {
             cond.lock()
-            while !stopped && !waiters.values.contains(where: { $0.round == nil }) {
+            while !stopped && !waiters.values.contains(where: Self.needsRound) {
                 _ = cond.wait(until: Date().addingTimeInterval(0.5))
             }
             if stopped {
                 cond.unlock()
                 return
             }
-            // Every waiter without a round arrived before this query is sent.
-            let ids = waiters.compactMap { $0.value.round == nil ? $0.key : nil }
+            // Every waiter without a round arrived (and saw the capturing regions confirm) before
+            // this query is sent.
+            let ids = waiters.compactMap { Self.needsRound($0.value) ? $0.key : nil }
             roundsSent += 1
             cond.unlock()
             do throws(KafkaError) {
@@ -41,6 +42,7 @@ extension FreshOracle {
                 let low = try c.listOffsets(topic: topic, partitions: partitions, at: TopicPartitionOffset.beginning, timeoutMs: 2000)
                 let round = FreshJudgement.Round(end: end, low: low, scope: scope!)
                 cond.lock()
+                knownScope = round.scope
                 brokerProblem = nil
                 for id in ids where waiters[id] != nil {
                     waiters[id]!.round = round
@@ -64,6 +66,14 @@ extension FreshOracle {
         }
     }
 
+    /// A waiter the next watermark query serves: none yet, and no capturing region to wait for.
+    static func needsRound(_ w: Waiter) -> Bool { FreshJudgement.needsRound(hasRound: w.round != nil, capture: w.capture) }
+
+    /// Some waiter needs a read of `region`: it asks about it, or waits for its capture slot.
+    private func needsRead(_ region: String) -> Bool {
+        waiters.values.contains { $0.region == region || $0.capture.map { !$0.ready && $0.targets[region] != nil } ?? false }
+    }
+
     func regionLoop(_ region: FreshRegion) {
         var db: PostgresConnection?
         var tables = BookkeepingTables.unqualified
@@ -72,7 +82,7 @@ extension FreshOracle {
         while true {
             cond.lock()
             while !stopped {
-                let waiting = waiters.values.contains { $0.region == region.name }
+                let waiting = needsRead(region.name)
                 if waiting && (wake.contains(region.name) || lastRead.map { ContinuousClock.now - $0 >= pollInterval } ?? true) { break }
                 _ = cond.wait(until: Date().addingTimeInterval(waiting ? 0.005 : 0.5))
             }
@@ -81,20 +91,33 @@ extension FreshOracle {
                 return
             }
             wake.remove(region.name)
+            // Waiters whose target this read's WAL position may set: they arrived before it is sent.
+            let targetless = region.capturing ? Set(waiters.compactMap { id, w in
+                w.capture.map { $0.targets[region.name] == .some(nil) } == true ? id : nil }) : []
             cond.unlock()
             lastRead = ContinuousClock.now
-            let read = readRegion(region, db: &db, tables: &tables)
+            let (read, capture) = readRegion(region, db: &db, tables: &tables)
             cond.lock()
             reads[region.name] = read
             readCounts[region.name, default: 0] += 1
-            let done = answerAllLocked(region: region.name)
+            if let capture {
+                for id in Array(waiters.keys) where waiters[id]?.capture != nil {
+                    waiters[id]!.capture!.observe(region.name, capture, sentAfterArrival: targetless.contains(id))
+                }
+                // A waiter whose capturing regions all confirmed needs its watermark query now.
+                cond.broadcast()
+            }
+            let done = answerAllLocked(region: capture == nil ? region.name : nil)
             cond.unlock()
             for d in done { d() }
         }
     }
 
+    /// The region's committed offsets and dead letters; for a capturing region also its WAL
+    /// position and capture slot (the WAL position first: a slot read after it that confirms
+    /// it proves every write before it was acknowledged by Kafka).
     private func readRegion(_ region: FreshRegion, db: inout PostgresConnection?,
-                            tables: inout BookkeepingTables) -> FreshJudgement.RegionRead {
+                            tables: inout BookkeepingTables) -> (FreshJudgement.RegionRead, FreshCaptureRead?) {
         do {
             if db == nil || !(db!.isOpen) {
                 let c = try PostgresConnection(conninfo: region.conninfo, applicationName: "region-replicator fresh \(region.name)",
@@ -116,11 +139,18 @@ extension FreshOracle {
                 guard let p = row.integer("partition", as: Int32.self), let v = row.integer("value", as: Int64.self) else { continue }
                 if row["kind"] == "o" { next[p] = v } else { dead[p, default: []].insert(v) }
             }
-            return .init(next: next, deadLetters: dead, problem: nil)
+            var capture: FreshCaptureRead?
+            if let slot = region.captureSlot {
+                let wal = (try db!.query("SELECT pg_current_wal_lsn()::text").rows.first?.first ?? nil).flatMap { LSN(text: $0) }
+                capture = FreshCaptureRead(wal: wal, slot: try SlotState.read(db!, slot: slot), problem: nil)
+            }
+            return (.init(next: next, deadLetters: dead, problem: nil), capture)
         } catch {
             db?.close()
             db = nil
-            return .init(next: [:], deadLetters: [:], problem: "database unreachable: \(error)")
+            let problem = "database unreachable: \(error)"
+            return (.init(next: [:], deadLetters: [:], problem: problem),
+                    region.capturing ? FreshCaptureRead(wal: nil, slot: nil, problem: problem) : nil)
         }
     }
 }

@@ -21,6 +21,11 @@ public final class FreshOracle: Service, @unchecked Sendable {
         /// `arrived` + wait_ms: from then on the first measurement is the answer.
         var deadline: ContinuousClock.Instant
         var round: FreshJudgement.Round?
+        /// Token-less with other capturing regions: their writes before arrival must be on the
+        /// topic (their slots confirmed) before the watermark query is sent (nil: nothing to wait for).
+        var capture: FreshCaptureWait?
+        /// The scope of a capture session token (checked against the topic's once known).
+        var captureScope: UInt64?
         /// The region's read count when `round` was assigned: a read after it measures the round.
         var readsAtRound = 0
         var expired = false
@@ -42,6 +47,8 @@ public final class FreshOracle: Service, @unchecked Sendable {
     var wake: Set<String> = []
     var brokerProblem: String?
     var stopped = false
+    /// The topic's scope, once a watermark query has told it.
+    var knownScope: UInt64?
     /// Watermark queries sent so far (each serves every waiter that arrived before it).
     var roundsSent = 0
 
@@ -96,9 +103,27 @@ public final class FreshOracle: Service, @unchecked Sendable {
     }
 
     /// The answer for `region` (nil: not configured), waiting up to `wait` for it to be fresh.
-    public func ask(region: String, token: FreshToken?, wait: Duration) async -> FreshAnswer? {
+    /// `captureToken`: a local write in a capturing region (the region's slot must confirm its
+    /// WAL position, then `region` must reach the watermarks read after that).
+    public func ask(region: String, token: FreshToken?, captureToken: FreshCaptureToken? = nil, wait: Duration) async -> FreshAnswer? {
         guard let config = regions[region] else { return nil }
         let arrived = ContinuousClock.now
+        let capture: FreshCaptureWait?
+        if let t = captureToken {
+            let scope = cond.withLock { knownScope }
+            func answer(_ reason: FreshReason?, _ problem: String?) -> FreshAnswer {
+                FreshAnswer(region: region, fresh: reason == nil, waitedMs: 0, reason: reason, problem: problem, missing: [:], token: true)
+            }
+            if let scope, scope != t.scope { return answer(.foreignToken, "the token is of another cluster or topic") }
+            guard regions[t.region]?.capturing == true else {
+                return answer(.foreignToken, "the token names region \(t.region), which is not a capturing region here")
+            }
+            // The region's own local write: it holds it.
+            if t.region == region { return answer(nil, nil) }
+            capture = FreshCaptureWait(region: t.region, target: t.lsn)
+        } else {
+            capture = captureWait(for: config.name, token: token)
+        }
         let id: Int = cond.withLock {
             nextID += 1
             return nextID
@@ -107,7 +132,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
                     self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
-                                              continuation: c))
+                                              capture: capture, captureScope: captureToken?.scope, continuation: c))
                 }
             }
             group.addTask {
@@ -126,6 +151,15 @@ public final class FreshOracle: Service, @unchecked Sendable {
             }
             return answer
         }
+    }
+
+    /// What a question waits for before its watermark query: nil with a token (it is about
+    /// one record on the topic) or when no other region captures. The region asked about holds
+    /// its own local writes.
+    func captureWait(for region: String, token: FreshToken?) -> FreshCaptureWait? {
+        guard token == nil else { return nil }
+        let others = regions.values.filter { $0.capturing && $0.name != region }.map(\.name)
+        return others.isEmpty ? nil : FreshCaptureWait(regions: others)
     }
 
     private func register(_ id: Int, _ waiter: Waiter) {
@@ -159,26 +193,37 @@ public final class FreshOracle: Service, @unchecked Sendable {
     /// Evaluates waiter `id`; when it is decided, removes it and returns the resumption to run
     /// after unlocking. Caller holds `cond`.
     func answerLocked(_ id: Int, force: Bool) -> (() -> Void)? {
-        guard let w = waiters[id], let config = regions[w.region] else { return nil }
+        guard let w = waiters[id], regions[w.region] != nil else { return nil }
         let read = reads[w.region]
-        let verdict = FreshJudgement.verdict(token: w.token, capturing: config.capturing, round: w.round, read: read,
-                                             brokerProblem: brokerProblem)
-        let measured = w.round != nil && (readCounts[w.region] ?? 0) > w.readsAtRound
+        let verdict: FreshJudgement.Verdict
+        var measured = w.round != nil && (readCounts[w.region] ?? 0) > w.readsAtRound
+        if let capture = w.capture, !capture.ready {
+            // A capturing region's writes may still be missing from the topic: no round yet.
+            verdict = .wait(capture.reason, capture.problem ?? "waiting for the capturing regions' slots", [:])
+            measured = capture.problem != nil
+        } else if let scope = w.captureScope, let round = w.round, round.scope != scope {
+            verdict = .final(.foreignToken, "the token is of another cluster or topic", [:])
+        } else {
+            verdict = FreshJudgement.verdict(token: w.token, round: w.round, read: read, brokerProblem: brokerProblem)
+        }
         let answer: FreshAnswer
         let waited = Int64(clamping: (ContinuousClock.now - w.arrived).milliseconds)
         switch verdict {
         case .fresh:
             answer = FreshAnswer(region: w.region, fresh: true, waitedMs: waited, reason: nil, problem: nil, missing: [:],
-                                 token: w.token != nil)
+                                 token: w.token != nil || w.captureScope != nil)
         case .final(let reason, let problem, let missing):
+            // A region read from before the round (e.g. before a dead letter was resolved) is
+            // not the answer: wait for the read after it.
+            guard measured || reason == .foreignToken || force || stopped else { return nil }
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
-                                 missing: missing, token: w.token != nil)
+                                 missing: missing, token: w.token != nil || w.captureScope != nil)
         case .wait(let reason, let problem, let missing):
             let known = measured || reason == .regionDown && read != nil || reason == .brokerUnavailable
             let expired = w.expired || ContinuousClock.now >= w.deadline
             guard force || stopped || (expired && known) else { return nil }
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
-                                 missing: missing, token: w.token != nil)
+                                 missing: missing, token: w.token != nil || w.captureScope != nil)
         }
         waiters[id] = nil
         guard let c = w.continuation else { return nil }

@@ -65,3 +65,57 @@ public struct FreshToken: Sendable, Hashable {
         guard partition >= 0, offset >= 0 else { throw Malformed(description: "negative partition or offset") }
     }
 }
+
+/// A session token for a local write in a capturing region (docs/operations.md): the write
+/// reaches the topic from the region's slot, so the application cannot know its offset. It knows
+/// the region's WAL position read after its commit (`pg_current_wal_lsn()`, ≥ the commit's).
+///
+/// base64url without padding of: a version byte (2), the 8-byte scope (as ``FreshToken``), the
+/// LSN (8 bytes, big-endian) and the region's name (UTF-8, 1–64 bytes).
+public struct FreshCaptureToken: Sendable, Hashable {
+    public static let version: UInt8 = 2
+
+    public var scope: UInt64
+    public var region: String
+    public var lsn: LSN
+
+    public init(scope: UInt64, region: String, lsn: LSN) {
+        self.scope = scope
+        self.region = region
+        self.lsn = lsn
+    }
+
+    public var encoded: String {
+        var bytes = [Self.version]
+        bytes += withUnsafeBytes(of: scope.bigEndian, Array.init)
+        bytes += withUnsafeBytes(of: lsn.value.bigEndian, Array.init)
+        bytes += Array(region.utf8)
+        return Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Decodes a version-2 token; hostile text is refused, never trapped on.
+    public init(encoded text: String) throws(FreshToken.Malformed) {
+        let n = text.utf8.count
+        guard (24...108).contains(n), n % 4 != 1, text.utf8.allSatisfy({ $0 < 128 }), !text.contains("+"), !text.contains("/") else {
+            throw FreshToken.Malformed(description: "not a capture token")
+        }
+        let standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        guard let data = Data(base64Encoded: standard + String(repeating: "=", count: (4 - n % 4) % 4)) else {
+            throw FreshToken.Malformed(description: "not base64url")
+        }
+        let b = Array(data)
+        guard b.count >= 18, b.count <= 81, b[0] == Self.version else {
+            throw FreshToken.Malformed(description: "not a version 2 token")
+        }
+        func be(_ range: Range<Int>) -> UInt64 { b[range].reduce(0) { $0 << 8 | UInt64($1) } }
+        guard let name = String(validating: b[17...], as: UTF8.self), !name.isEmpty,
+              name.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+            throw FreshToken.Malformed(description: "the region name is not printable UTF-8")
+        }
+        scope = be(1..<9)
+        lsn = LSN(be(9..<17))
+        region = name
+    }
+}

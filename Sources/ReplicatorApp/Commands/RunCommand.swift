@@ -56,11 +56,13 @@ struct Run: AsyncParsableCommand {
             throw ExitCode.configuration
         }
         let redactor = Redactor(config: config)
-        // `/fresh`: answers from each region's committed offsets, one watermark query per round.
+        // `/fresh`: answers from each region's committed offsets, one watermark query per round;
+        // token-less answers first wait for every other capturing region's slot.
         let oracle = FreshOracle(regions: config.regions.map { region in
             let settings = config.pipelineSettings(for: region)
             return FreshRegion(name: region.name, conninfo: settings.conninfo, table: settings.table,
-                               consumerGroup: settings.consumerGroup, capturing: config.captures(region))
+                               consumerGroup: settings.consumerGroup,
+                               captureSlot: config.captures(region) ? config.captureSettings(for: region).slot : nil)
         }, kafka: config.kafkaConfiguration, topic: config.kafka.topic, status: status,
            maxWaiters: config.http.freshMaxWaiters, logger: logger)
         let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,

@@ -33,6 +33,8 @@ public struct FreshService: Sendable {
         var region: String?
         var waitMs: Int = 0
         var token: FreshToken?
+        /// A capturing region's local write (a version-2 token).
+        var captureToken: FreshCaptureToken?
     }
 
     /// Parses the query string; hostile text gives a reason, never a trap.
@@ -52,7 +54,11 @@ public struct FreshService: Sendable {
                 guard let n = Int(value), n >= 0 else { return .failure(.init("wait_ms: expected a whole number of milliseconds ≥ 0")) }
                 q.waitMs = min(n, maxWaitMs)
             case "token":
-                do { q.token = try FreshToken(encoded: value) } catch { return .failure(.init("token: \(error)")) }
+                if let c = try? FreshCaptureToken(encoded: value) {
+                    q.captureToken = c
+                } else {
+                    do { q.token = try FreshToken(encoded: value) } catch { return .failure(.init("token: \(error)")) }
+                }
             default:
                 return .failure(.init("unknown parameter \(name) (region, wait_ms, token)"))
             }
@@ -73,7 +79,7 @@ public struct FreshService: Sendable {
         }
         let wait = Duration.milliseconds(q.waitMs)
         if let region = q.region {
-            guard var answer = await oracle.ask(region: region, token: q.token, wait: wait) else {
+            guard var answer = await oracle.ask(region: region, token: q.token, captureToken: q.captureToken, wait: wait) else {
                 return HTTPRoutes.error(.notFound, "region \(region) is not configured; regions: " + oracle.regionNames.joined(separator: ", "))
             }
             count(answer)
@@ -81,7 +87,7 @@ public struct FreshService: Sendable {
             return HTTPRoutes.json(Self.status(of: [answer]), FreshDocument.Region(answer))
         }
         let answers = await withTaskGroup(of: FreshAnswer?.self) { group in
-            for name in oracle.regionNames { group.addTask { await oracle.ask(region: name, token: q.token, wait: wait) } }
+            for name in oracle.regionNames { group.addTask { await oracle.ask(region: name, token: q.token, captureToken: q.captureToken, wait: wait) } }
             var all: [FreshAnswer] = []
             for await a in group { if let a { all.append(a) } }
             return all
