@@ -23,9 +23,14 @@ struct CaptureTests {
 
     /// Waits until every region holds the same rows, `count` of them.
     static func waitIdentical(_ h: Harness, count: Int, timeout: Duration = .seconds(60)) throws {
-        try waitUntil("every region to hold the same \(count) rows (log: \(h.daemonLogs().suffix(3000)))", timeout: timeout) {
-            let first = try rows(h, h.regions[0])
-            return try first.count == count && h.regions.dropFirst().allSatisfy { try rows(h, $0) == first }
+        do {
+            try waitUntil("every region to hold the same \(count) rows", timeout: timeout) {
+                let first = try rows(h, h.regions[0])
+                return try first.count == count && h.regions.dropFirst().allSatisfy { try rows(h, $0) == first }
+            }
+        } catch {
+            // The daemon's log as it is when the wait gave up, not as it was when it began.
+            throw TestSetupError("\(error) (rows: \(h.regions.map { r in "\(r) \((try? rows(h, r).count).map(String.init) ?? "?")" }); log: \(h.daemonLogs().suffix(6000)))")
         }
     }
 
