@@ -137,6 +137,9 @@ public enum Schema {
         var report = MigrateReport()
         try db.execute("BEGIN")
         do {
+            // `IF [NOT] EXISTS` DDL makes the server send "… already exists, skipping" notices,
+            // which libpq would print raw on stderr: this transaction reports warnings only.
+            try db.execute("SET LOCAL client_min_messages = warning")
             try db.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))")
             for s in bookkeepingStatements() { try db.execute(s) }
             let digest = try ensurePgcrypto(db, report: &report)
