@@ -33,4 +33,12 @@ struct ApplyLocksTests {
         #expect(locks.filter { $0.key.space == .legacyPartitions }.map(\.key.number) == [1])
         #expect(!locks.contains { $0.key.space == .offsets })
     }
+
+    @Test("Buckets hash with FNV-1a 64 (its published test vectors): every writer of every version computes the same ones")
+    func fnv1aVectors() {
+        #expect(FNV1a.hash("".utf8) == 0xCBF2_9CE4_8422_2325)
+        #expect(FNV1a.hash("a".utf8) == 0xAF63_DC4C_8601_EC8C)
+        #expect(FNV1a.hash("foobar".utf8) == 0x8594_4171_F739_67E8)
+        #expect(ApplyLocks.fnv1a(tag: UInt8(ascii: "s"), "ession-42".utf8) == FNV1a.hash("session-42".utf8))
+    }
 }

@@ -102,13 +102,11 @@ struct ApplyLocks: Sendable, Hashable {
         Int32(hash % bucketCount)  // < 1024: always fits
     }
 
-    /// FNV-1a, 64 bits. The multiplication is the hash's own arithmetic modulo 2⁶⁴ (the
-    /// algorithm's definition), not a computation on a value that could turn implausible.
+    /// FNV-1a (64 bits) of the byte `tag` followed by `bytes`.
     static func fnv1a(tag: UInt8, _ bytes: some Sequence<UInt8>) -> UInt64 {
-        let prime: UInt64 = 0x0000_0100_0000_01B3
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        h = (h ^ UInt64(tag)) &* prime
-        for b in bytes { h = (h ^ UInt64(b)) &* prime }
-        return h
+        var h = FNV1a()
+        h.add(CollectionOfOne(tag))
+        h.add(bytes)
+        return h.value
     }
 }

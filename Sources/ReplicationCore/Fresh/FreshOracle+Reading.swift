@@ -83,8 +83,10 @@ extension FreshOracle {
             cond.lock()
             while !stopped {
                 let waiting = needsRead(region.name)
-                if waiting && (wake.contains(region.name) || lastRead.map { ContinuousClock.now - $0 >= pollInterval } ?? true) { break }
-                _ = cond.wait(until: Date().addingTimeInterval(waiting ? 0.005 : 0.5))
+                // Until the next poll is due (a commit of this process or a new waiter wakes it sooner).
+                let due = lastRead.map { pollInterval - (ContinuousClock.now - $0) } ?? .zero
+                if waiting && (wake.contains(region.name) || due <= .zero) { break }
+                _ = cond.wait(until: Date().addingTimeInterval(waiting ? due.seconds : 0.5))
             }
             if stopped {
                 cond.unlock()

@@ -23,12 +23,7 @@ public struct FreshToken: Sendable, Hashable {
 
     /// The scope of a topic on a cluster.
     public static func scope(clusterID: String, topic: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "\(clusterID)/\(topic)".utf8 {
-            hash ^= UInt64(byte)
-            hash = hash.multipliedFullWidth(by: 0x0000_0100_0000_01b3).low  // FNV: modulo 2^64 by definition
-        }
-        return hash
+        FNV1a.hash("\(clusterID)/\(topic)".utf8)
     }
 
     public var encoded: String {
@@ -36,9 +31,7 @@ public struct FreshToken: Sendable, Hashable {
         bytes += withUnsafeBytes(of: scope.bigEndian, Array.init)
         bytes += withUnsafeBytes(of: partition.bigEndian, Array.init)
         bytes += withUnsafeBytes(of: offset.bigEndian, Array.init)
-        return Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        return Base64URL.encode(bytes)
     }
 
     /// Why a token text is not a token.
@@ -48,20 +41,12 @@ public struct FreshToken: Sendable, Hashable {
 
     /// Decodes a token; hostile text is refused, never trapped on.
     public init(encoded text: String) throws(Malformed) {
-        guard text.utf8.count == 28, text.utf8.allSatisfy({ $0 < 128 }) else {
-            throw Malformed(description: "a token is 28 base64url characters")
-        }
-        let standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        guard !text.contains("+"), !text.contains("/"), let data = Data(base64Encoded: standard + "="),
-              data.count == Self.byteCount else {
-            throw Malformed(description: "not base64url")
-        }
-        let b = Array(data)
+        guard text.utf8.count == 28 else { throw Malformed(description: "a token is 28 base64url characters") }
+        guard let b = Base64URL.decode(text), b.count == Self.byteCount else { throw Malformed(description: "not base64url") }
         guard b[0] == Self.version else { throw Malformed(description: "token version \(b[0]) is not supported (1 is)") }
-        func be(_ range: Range<Int>) -> UInt64 { b[range].reduce(0) { $0 << 8 | UInt64($1) } }
-        scope = be(1..<9)
-        partition = Int32(bitPattern: UInt32(truncatingIfNeeded: be(9..<13)))
-        offset = Int64(bitPattern: be(13..<21))
+        scope = Base64URL.bigEndian(b[1..<9])
+        partition = Int32(bitPattern: UInt32(truncatingIfNeeded: Base64URL.bigEndian(b[9..<13])))
+        offset = Int64(bitPattern: Base64URL.bigEndian(b[13..<21]))
         guard partition >= 0, offset >= 0 else { throw Malformed(description: "negative partition or offset") }
     }
 }
@@ -90,32 +75,46 @@ public struct FreshCaptureToken: Sendable, Hashable {
         bytes += withUnsafeBytes(of: scope.bigEndian, Array.init)
         bytes += withUnsafeBytes(of: lsn.value.bigEndian, Array.init)
         bytes += Array(region.utf8)
-        return Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        return Base64URL.encode(bytes)
     }
 
     /// Decodes a version-2 token; hostile text is refused, never trapped on.
     public init(encoded text: String) throws(FreshToken.Malformed) {
         let n = text.utf8.count
-        guard (24...108).contains(n), n % 4 != 1, text.utf8.allSatisfy({ $0 < 128 }), !text.contains("+"), !text.contains("/") else {
-            throw FreshToken.Malformed(description: "not a capture token")
-        }
-        let standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        guard let data = Data(base64Encoded: standard + String(repeating: "=", count: (4 - n % 4) % 4)) else {
-            throw FreshToken.Malformed(description: "not base64url")
-        }
-        let b = Array(data)
+        guard (24...108).contains(n) else { throw FreshToken.Malformed(description: "not a capture token") }
+        guard let b = Base64URL.decode(text) else { throw FreshToken.Malformed(description: "not base64url") }
         guard b.count >= 18, b.count <= 81, b[0] == Self.version else {
             throw FreshToken.Malformed(description: "not a version 2 token")
         }
-        func be(_ range: Range<Int>) -> UInt64 { b[range].reduce(0) { $0 << 8 | UInt64($1) } }
         guard let name = String(validating: b[17...], as: UTF8.self), !name.isEmpty,
               name.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
             throw FreshToken.Malformed(description: "the region name is not printable UTF-8")
         }
-        scope = be(1..<9)
-        lsn = LSN(be(9..<17))
+        scope = Base64URL.bigEndian(b[1..<9])
+        lsn = LSN(Base64URL.bigEndian(b[9..<17]))
         region = name
     }
+}
+
+/// base64url without padding (RFC 4648 §5), the session tokens' text form.
+enum Base64URL {
+    static func encode(_ bytes: [UInt8]) -> String {
+        Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The bytes of `text`; nil for anything but unpadded base64url (standard `+`, `/`, `=`
+    /// and non-ASCII included).
+    static func decode(_ text: String) -> [UInt8]? {
+        let n = text.utf8.count
+        guard n % 4 != 1, text.utf8.allSatisfy({ $0 < 128 }), !text.contains("+"), !text.contains("/"), !text.contains("=") else {
+            return nil
+        }
+        let standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        return Data(base64Encoded: standard + String(repeating: "=", count: (4 - n % 4) % 4)).map(Array.init)
+    }
+
+    /// The unsigned big-endian number of up to 8 bytes.
+    static func bigEndian(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
 }
