@@ -42,6 +42,8 @@ def main(path):
     with open(path) as f:
         r = json.load(f)
     problems = []
+    if r.get("mode") == "tail":
+        return report(path, problems + tail_problems(r))
     if r.get("mode") == "capture":
         return report(path, problems + capture_problems(r))
     for section, keys in REQUIRED.items():
@@ -95,6 +97,28 @@ def target_problems(block, got, keys):
             problems.append(f"{block}.{k} is not {{value, target, unit, comparison, met}}: {t!r}")
         elif t["met"] != (t["value"] >= t["target"] if t["comparison"] == "≥" else t["value"] <= t["target"]):
             problems.append(f"{block}.{k}.met disagrees with its value and target: {t!r}")
+    return problems
+
+
+def tail_problems(r):
+    """`scripts/bench --tail` (tail.py): each variant's latency figures and its per-second series."""
+    problems = []
+    for name in ("as-is", "async-commit", "small-tables"):
+        v = r.get("variants", {}).get(name)
+        if not isinstance(v, dict):
+            problems.append(f"variants.{name} missing")
+            continue
+        for block, keys in (("stamped_ms", ("p50", "p99", "max")), ("daemon_histogram_ms", ("p50", "p99")),
+                            ("batch_duration_ms", ("p50", "p99"))):
+            for q in keys:
+                if not number(v.get(block, {}).get(q)):
+                    problems.append(f"variants.{name}.{block}.{q} missing")
+        if not isinstance(v.get("per_second"), list) or not any(p.get("rows") for p in v["per_second"]) \
+                or any(len(p.get("regions", [])) != 3 for p in v["per_second"]):
+            problems.append(f"variants.{name}.per_second has no rows")
+    problems += target_problems("targets", r.get("targets"), ["steady_p99_ms"])
+    if not isinstance(r.get("table"), list) or not r["table"]:
+        problems.append("table missing")
     return problems
 
 
