@@ -67,6 +67,42 @@ struct SystemdNotifyPlannerTests {
             .send("STATUS=ready; us-east-1 up lag 0 events 0.0s; eu-west-1 DOWN lag 15 events 7.1s")])
     }
 
+    @Test("Each capturing region's state is in STATUS= and its change is sent at once")
+    func captureInStatus() {
+        let status = makeStatus()
+        makeReady(status)
+        var streaming = CaptureRegionStatus(region: "us-east-1", slot: "region_replicator_us_east_1")
+        streaming.streaming = true
+        streaming.problem = nil
+        streaming.slotActive = true
+        var p = planner()
+        let base = "ready; us-east-1 up lag 0 events 0.0s; eu-west-1 up lag 0 events 0.0s"
+        let text = base + "; capture us-east-1 streaming"
+        #expect(p.step(status.snapshot(now: 1000), capture: [streaming], now: t0) == [.send("READY=1\nSTATUS=" + text), .ready(text)])
+
+        // Another instance streams the slot: this one stands by.
+        var standby = streaming
+        standby.streaming = false
+        standby.problem = "replication slot is active for PID 42"
+        #expect(p.step(status.snapshot(now: 1000), capture: [standby], now: t0 + .milliseconds(250)) == [
+            .send("STATUS=" + base + "; capture us-east-1 standby")], "sent at once, not after the 2 s interval")
+
+        // Nobody streams it.
+        var down = standby
+        down.slotActive = false
+        down.problem = "connection refused"
+        #expect(p.step(status.snapshot(now: 1000), capture: [down], now: t0 + .milliseconds(500)) == [
+            .send("STATUS=" + base + "; capture us-east-1 DOWN")])
+
+        // Invalidated by the server: named as such even while a session still runs.
+        var lost = streaming
+        lost.walStatus = "lost"
+        #expect(p.step(status.snapshot(now: 1000), capture: [lost], now: t0 + .milliseconds(750)) == [
+            .send("STATUS=" + base + "; capture us-east-1 SLOT LOST")])
+        #expect(p.beginStopping(status.snapshot(now: 1000), capture: [lost], now: t0 + .seconds(1)) == [
+            .send("STOPPING=1\nSTATUS=stopping; us-east-1 up lag 0 events 0.0s; eu-west-1 up lag 0 events 0.0s; capture us-east-1 SLOT LOST")])
+    }
+
     @Test("WATCHDOG=1 every half timeout while no loop is stalled; withheld (with a warning) while one is")
     func watchdog() throws {
         let status = makeStatus()

@@ -68,7 +68,8 @@ struct Run: AsyncParsableCommand {
         let http = HTTPService(listen: listen, status: status, metrics: regionMetrics, registry: registry,
                                capture: captureStatus, logger: logger, redact: { redactor($0) },
                                fresh: FreshService(oracle: oracle, maxWaitMs: config.http.freshMaxWaitMs, redact: { redactor($0) }))
-        let systemd = SystemdService(status: status, configPath: config.path, logger: logger)
+        let systemd = SystemdService(status: status, capture: captureStatus.snapshot().isEmpty ? nil : captureStatus,
+                                     configPath: config.path, logger: logger)
         var antiEntropy: [any Service] = []
         if config.verify.enabled {
             antiEntropy.append(AntiEntropy(targets: config.regions.map { config.verifyTarget($0) }, schema: config.verifySchema,

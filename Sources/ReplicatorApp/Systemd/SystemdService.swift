@@ -38,6 +38,8 @@ public struct SystemdService: Service {
     public static let defaultDrainLimit: Duration = .seconds(30)
 
     let status: ReplicationStatus
+    /// Each capturing region's capture side, shown in `STATUS=` (nil: no region captures).
+    let capture: CaptureStatus?
     let configPath: String
     let logger: Logger
     let notifier: SystemdNotifier
@@ -49,18 +51,21 @@ public struct SystemdService: Service {
 
     /// - Parameters:
     ///   - status: the shared replication status the notifications are derived from.
+    ///   - capture: the capturing regions' status, nil when no region captures.
     ///   - configPath: the configuration file SIGHUP re-reads.
     ///   - logger: the daemon's logger.
     ///   - drainLimit: the longest graceful drain after SIGTERM/SIGINT; `nil` for no limit.
-    public init(status: ReplicationStatus, configPath: String, logger: Logger,
+    public init(status: ReplicationStatus, capture: CaptureStatus? = nil, configPath: String, logger: Logger,
                 drainLimit: Duration? = SystemdService.defaultDrainLimit) {
-        self.init(status: status, configPath: configPath, logger: logger, notifier: SystemdNotifier(), drainLimit: drainLimit)
+        self.init(status: status, capture: capture, configPath: configPath, logger: logger, notifier: SystemdNotifier(),
+                  drainLimit: drainLimit)
     }
 
-    init(status: ReplicationStatus, configPath: String, logger: Logger, notifier: SystemdNotifier,
+    init(status: ReplicationStatus, capture: CaptureStatus? = nil, configPath: String, logger: Logger, notifier: SystemdNotifier,
          pollInterval: Duration = .milliseconds(250), statusInterval: Duration = .seconds(2),
          drainLimit: Duration? = SystemdService.defaultDrainLimit, handleSignals: Bool = true) {
         self.status = status
+        self.capture = capture
         self.configPath = configPath
         self.logger = logger
         self.notifier = notifier
@@ -87,7 +92,13 @@ public struct SystemdService: Service {
             group.cancelAll()
         }
         let snapshot = status.snapshot()
-        perform(shared.planner.withLock { $0.beginStopping(snapshot, now: .now) }, shared)
+        let captured = captureSnapshot()
+        perform(shared.planner.withLock { $0.beginStopping(snapshot, capture: captured, now: .now) }, shared)
+    }
+
+    /// The capturing regions' status, in region order.
+    private func captureSnapshot() -> [CaptureRegionStatus] {
+        (capture?.snapshot().values).map { $0.sorted { $0.region < $1.region } } ?? []
     }
 
     // MARK: - Loops
@@ -95,7 +106,8 @@ public struct SystemdService: Service {
     private func notifyLoop(_ shared: Shared) async {
         while !Task.isCancelled {
             let snapshot = status.snapshot()
-            perform(shared.planner.withLock { $0.step(snapshot, now: .now) }, shared)
+            let captured = captureSnapshot()
+            perform(shared.planner.withLock { $0.step(snapshot, capture: captured, now: .now) }, shared)
             do { try await Task.sleep(for: pollInterval) } catch { return }
         }
     }
@@ -108,7 +120,8 @@ public struct SystemdService: Service {
                 continue
             }
             let snapshot = status.snapshot()
-            let actions = shared.planner.withLock { $0.beginStopping(snapshot, now: .now) }
+            let captured = captureSnapshot()
+            let actions = shared.planner.withLock { $0.beginStopping(snapshot, capture: captured, now: .now) }
             if actions.isEmpty {
                 logger.notice("second \(signal) during the drain: exiting now; uncommitted batches roll back and are applied again after the restart")
                 try? notifier.stopping(status: "stopping: exiting at once on a second \(signal)")
@@ -224,13 +237,14 @@ struct SystemdNotifyPlanner: Sendable {
     }
 
     /// One poll: readiness, status and watchdog.
-    mutating func step(_ snapshot: ReplicationSnapshot, now: ContinuousClock.Instant) -> [Action] {
+    mutating func step(_ snapshot: ReplicationSnapshot, capture: [CaptureRegionStatus] = [],
+                       now: ContinuousClock.Instant) -> [Action] {
         var actions: [Action] = []
         if let deadline = stopDeadline, now >= deadline, let drainLimit {
             stopDeadline = nil
             return [.drainLimitExceeded(drainLimit)]
         }
-        let (text, key) = Self.statusText(snapshot, stopping: stopping)
+        let (text, key) = Self.statusText(snapshot, capture: capture, stopping: stopping)
         if !readySent && !stopping && snapshot.ready {
             readySent = true
             lastStatus = (text, key, now)
@@ -259,18 +273,21 @@ struct SystemdNotifyPlanner: Sendable {
     }
 
     /// The drain began: `STOPPING=1` with a status line; empty when already stopping.
-    mutating func beginStopping(_ snapshot: ReplicationSnapshot, now: ContinuousClock.Instant) -> [Action] {
+    mutating func beginStopping(_ snapshot: ReplicationSnapshot, capture: [CaptureRegionStatus] = [],
+                                now: ContinuousClock.Instant) -> [Action] {
         guard !stopping else { return [] }
         stopping = true
         stopDeadline = drainLimit.map { now + $0 }
-        let (text, key) = Self.statusText(snapshot, stopping: true)
+        let (text, key) = Self.statusText(snapshot, capture: capture, stopping: true)
         lastStatus = (text, key, now)
         return [.send("STOPPING=1\nSTATUS=" + text)]
     }
 
     /// The `STATUS=` text, and the part of it whose change is sent at once (phase, Kafka,
-    /// stalls, which regions are up); lag figures alone are sent at most every `statusInterval`.
-    static func statusText(_ s: ReplicationSnapshot, stopping: Bool) -> (text: String, key: String) {
+    /// stalls, which regions are up, each capturing region's state); lag figures alone are sent
+    /// at most every `statusInterval`.
+    static func statusText(_ s: ReplicationSnapshot, capture: [CaptureRegionStatus] = [],
+                           stopping: Bool) -> (text: String, key: String) {
         var parts = [stopping ? "stopping" : s.ready ? "ready" : "starting"]
         if !s.kafkaOK { parts.append("kafka DOWN") }
         if !s.stalledLoops.isEmpty { parts.append("STALLED " + s.stalledLoops.joined(separator: ",")) }
@@ -279,6 +296,20 @@ struct SystemdNotifyPlanner: Sendable {
             parts.append("\(r.region) \(r.up ? "up" : "DOWN") lag \(r.lagEvents) events \(String(format: "%.1f", r.lagSeconds))s")
             key += ";\(r.region)=\(r.up)"
         }
+        for c in capture {
+            let state = captureState(c)
+            parts.append("capture \(c.region) \(state)")
+            key += ";capture \(c.region)=\(state)"
+        }
         return (parts.joined(separator: "; "), key)
+    }
+
+    /// `streaming` (this instance publishes the region's writes), `standby` (another process
+    /// streams the slot), `SLOT LOST` (invalidated: the runbook), or `DOWN`.
+    static func captureState(_ c: CaptureRegionStatus) -> String {
+        if c.walStatus == "lost" { return "SLOT LOST" }
+        if c.streaming { return "streaming" }
+        if c.slotActive == true { return "standby" }
+        return "DOWN"
     }
 }
