@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--capture", action="store_true", help="only the capture measurement (capture.py)")
     ap.add_argument("--capture-rows", type=int, default=200_000)
     ap.add_argument("--tail", action="store_true", help="only the steady-state tail analysis (tail.py)")
+    ap.add_argument("--batch-sizes", default=None, help="only the transaction-size A/B (sizes.py), e.g. 1000,5000")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=None, help="apply.connections (written only when given)")
     args = ap.parse_args()
     if args.broker_floor:
@@ -65,6 +67,10 @@ def main():
         return 0
     if args.produce_at_rate:
         produce_at_rate(args.brokers, args.topic, args.rate, args.steady_seconds, seed=args.seed)
+        return 0
+    if args.batch_sizes:
+        from sizes import sizes_run
+        write(sizes_run(args), args.json)
         return 0
     if args.tail:
         from tail import tail_run

@@ -134,7 +134,11 @@ def table(r):
 def write(results, path):
     """Adds the targets and the table to `results`, writes them as JSON to `path` and prints
     the table."""
-    if results.get("mode") == "tail":  # scripts/bench --tail (tail.py)
+    if results.get("mode") == "batch_sizes":  # scripts/bench --batch-sizes (sizes.py)
+        from sizes import sizes_table
+        results["targets"], results["resolve"] = {}, {}
+        text = "\n".join(sizes_table(results))
+    elif results.get("mode") == "tail":  # scripts/bench --tail (tail.py)
         from tail import tail_table
         v = results["variants"]["as-is"]
         results["targets"] = {"steady_p99_ms": steady_target(v, results["batch_delay_ms"])}

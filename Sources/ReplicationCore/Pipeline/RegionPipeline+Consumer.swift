@@ -224,6 +224,7 @@ extension RegionPipeline {
             // stored offsets, then seeks and resumes them.
             _ = book.assigned(parts.map(\.partition))
             nextResolve = ContinuousClock.now
+            departuresAtAssignment = departures?.count ?? 0
             status.assignment(region: settings.region, pipeline: settings.loopName, assigned: parts.map(\.partition))
             logger.info("partitions assigned (paused until their stored offsets are read)",
                         metadata: ["partitions": "\(parts.map(\.partition).sorted())"])

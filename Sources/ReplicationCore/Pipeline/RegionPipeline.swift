@@ -27,6 +27,8 @@ public final class RegionPipeline: @unchecked Sendable {
     var applier: RegionApplier
     let status: ReplicationStatus
     let metrics: RegionMetrics
+    /// The region's other shards' departures from the group (nil with one pipeline per region).
+    let departures: ShardDepartures?
     private let stopRequested = Atomic<Bool>(false)
 
     // Pipeline-thread state.
@@ -45,11 +47,17 @@ public final class RegionPipeline: @unchecked Sendable {
     var metadataWarnings = MetadataWarnings()
     /// When partitions whose seek librdkafka refused are sought again (``PartitionBookkeeping/retryPositioning()``).
     var positionRetry = RetryTimer()
+    /// ``ShardDepartures/count`` when this shard's consumer was last assigned partitions.
+    var departuresAtAssignment = 0
 
-    public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger) {
+    /// - Parameter departures: shared by the `apply.connections` pipelines of one region, so that
+    ///   they leave the group one after another, each from a settled group (``ShardDepartures``).
+    public init(settings: PipelineSettings, status: ReplicationStatus, metrics: RegionMetrics, logger: Logger,
+                departures: ShardDepartures? = nil) {
         self.settings = settings
         self.status = status
         self.metrics = metrics
+        self.departures = departures
         var logger = logger
         logger[metadataKey: "region"] = "\(settings.region)"
         if let shard = settings.shard { logger[metadataKey: "shard"] = "\(shard)" }
@@ -95,6 +103,7 @@ public final class RegionPipeline: @unchecked Sendable {
         let consumer = try makeConsumer()
         defer {
             consumer.close()
+            departures?.left()
             db?.close()
             logger.info("pipeline stopped", metadata: ["events": "\(totals)"])
         }
@@ -109,6 +118,7 @@ public final class RegionPipeline: @unchecked Sendable {
             try applyPending(consumer)
             logProgressIfDue()
         }
+        settleBeforeLeaving(consumer)
     }
 
     // MARK: - Applying what is pending

@@ -30,6 +30,10 @@ struct Run: AsyncParsableCommand {
             (region: $0.name, slot: config.captureSettings(for: $0).slot)
         })
         var services: [any Service] = []
+        // shards[k]: every region's pipeline k+1. Listed shard by shard (all regions' last shards
+        // last), so that the group's reverse-order shutdown stops every region's last shard
+        // first, and the remaining shards of all regions settle in parallel.
+        var shards: [[any Service]] = Array(repeating: [], count: config.apply.connections)
         var monitors: [any Service] = []
         var regionMetrics: [RegionMetrics] = []
         // One read of the topic's watermarks per sample serves every region's monitor.
@@ -40,10 +44,12 @@ struct Run: AsyncParsableCommand {
             let metrics = RegionMetrics(region: region.name)
             regionMetrics.append(metrics)
             // `apply.connections` ordinary members of the region's consumer group: Kafka shares the
-            // partitions among them; each applies and stores its own partitions' offsets.
+            // partitions among them; each applies and stores its own partitions' offsets. They
+            // leave the group one after another, each once the group settled (ShardDepartures).
+            let departures = config.apply.connections > 1 ? ShardDepartures() : nil
             for shard in 1...config.apply.connections {
-                services.append(RegionPipeline(settings: settings.shard(shard, of: config.apply.connections), status: status,
-                                               metrics: metrics, logger: logger))
+                shards[shard - 1].append(RegionPipeline(settings: settings.shard(shard, of: config.apply.connections), status: status,
+                                                        metrics: metrics, logger: logger, departures: departures))
             }
             monitors.append(LagMonitor(settings: settings, watermarks: watermarks, status: status, metrics: metrics, logger: logger))
             if config.captures(region) {
@@ -83,8 +89,8 @@ struct Run: AsyncParsableCommand {
             "capture": "\(config.regions.filter { config.captures($0) }.map(\.name).joined(separator: ","))"])
         let group = ServiceGroup(configuration: .init(
             // Shutdown runs in reverse order: the pipelines (last) drain and commit first, then
-            // the monitors, continuous verification, the HTTP endpoint and the systemd notifier.
-            services: ([systemd, http, oracle] + antiEntropy + monitors + services).map {
+            // capture, the monitors, continuous verification, the HTTP endpoint and the systemd notifier.
+            services: ([systemd, http, oracle] + antiEntropy + monitors + services + shards.flatMap { $0 }).map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -97,29 +97,10 @@ final class TLSKafkaBroker: @unchecked Sendable {
     /// producer (librdkafka 2.16) and the client `properties` (TLS settings), waiting until every
     /// one is acknowledged.
     func produce(topic: String, records: [(String, String)], properties: [String: String]) throws {
-        guard let python = EventContractTests.python else {
-            throw TestSetupError("RR_TEST_PYTHON is not set: run the tests with `bash scripts/test` (it makes the venv)")
-        }
-        let script = """
-            import json, sys
-            from confluent_kafka import Producer
-            conf, topic, records = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-            failed = []
-            p = Producer(conf)
-            for key, value in records:
-                p.produce(topic, key=key, value=value, on_delivery=lambda err, msg: err and failed.append(str(err)))
-            left = p.flush(30)
-            if left or failed:
-                sys.exit(f"{left} records not delivered: {failed[:3]}")
-            """
-        var conf = properties
-        conf["bootstrap.servers"] = bootstrap(advertised)
-        let json = { (o: Any) throws -> String in String(decoding: try JSONSerialization.data(withJSONObject: o), as: UTF8.self) }
-        try TestEnvironment.run(python, ["-c", script, try json(conf), topic, try json(records.map { [$0.0, $0.1] })],
-                                timeout: .seconds(60))
+        try produceWithConfluentKafka(bootstrap: bootstrap(advertised), topic: topic, records: records, properties: properties)
     }
 
-    private static func accepts(_ port: Int) -> Bool {
+    static func accepts(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
