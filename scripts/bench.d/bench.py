@@ -57,6 +57,12 @@ def main():
     ap.add_argument("--build", default="release")
     ap.add_argument("--capture", action="store_true", help="only the capture measurement (capture.py)")
     ap.add_argument("--capture-rows", type=int, default=200_000)
+    ap.add_argument("--fresh", action="store_true", help="only the /fresh load measurement (fresh.py)")
+    ap.add_argument("--fresh-rate", type=int, default=1000, help="/fresh requests per second of the generator")
+    ap.add_argument("--fresh-rounds", type=int, default=2, help="pairs of catch-ups (alone, with /fresh)")
+    ap.add_argument("--fresh-load", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fresh-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--fresh-region", help=argparse.SUPPRESS)
     ap.add_argument("--connections", type=int, default=None, help="apply.connections (written only when given)")
     args = ap.parse_args()
     if args.broker_floor:
@@ -64,6 +70,14 @@ def main():
         return 0
     if args.produce_at_rate:
         produce_at_rate(args.brokers, args.topic, args.rate, args.steady_seconds, seed=args.seed)
+        return 0
+    if args.fresh_load:
+        from fresh import load_main
+        load_main(args)
+        return 0
+    if args.fresh:
+        from fresh import fresh_run
+        write(fresh_run(args), args.json)
         return 0
     if args.capture:
         from capture import capture_run
