@@ -60,6 +60,12 @@ def main():
     ap.add_argument("--tail", action="store_true", help="only the steady-state tail analysis (tail.py)")
     ap.add_argument("--batch-sizes", default=None, help="only the transaction-size A/B (sizes.py), e.g. 1000,5000")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fresh", action="store_true", help="only the /fresh load measurement (fresh.py)")
+    ap.add_argument("--fresh-rate", type=int, default=1000, help="/fresh requests per second of the generator")
+    ap.add_argument("--fresh-rounds", type=int, default=2, help="pairs of catch-ups (alone, with /fresh)")
+    ap.add_argument("--fresh-load", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fresh-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--fresh-region", help=argparse.SUPPRESS)
     ap.add_argument("--connections", type=int, default=None, help="apply.connections (written only when given)")
     args = ap.parse_args()
     if args.broker_floor:
@@ -75,6 +81,14 @@ def main():
     if args.tail:
         from tail import tail_run
         write(tail_run(args), args.json)
+        return 0
+    if args.fresh_load:
+        from fresh import load_main
+        load_main(args)
+        return 0
+    if args.fresh:
+        from fresh import fresh_run
+        write(fresh_run(args), args.json)
         return 0
     if args.capture:
         from capture import capture_run

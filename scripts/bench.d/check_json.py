@@ -33,6 +33,12 @@ CAPTURE_REQUIRED = {
     "capture_backlog": ["rows", "seconds", "events_per_s"],
 }
 
+# `scripts/bench --fresh` (fresh.py): its own sections and target.
+FRESH_REQUIRED = {
+    "alone": ["events_per_s", "cpu_us_per_event_region"],
+    "with_fresh": ["events_per_s", "cpu_us_per_event_region", "achieved_requests_per_s", "generator_cpu_s"],
+}
+
 
 def number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -46,6 +52,8 @@ def main(path):
         return report(path, problems + tail_problems(r))
     if r.get("mode") == "capture":
         return report(path, problems + capture_problems(r))
+    if r.get("mode") == "fresh":
+        return report(path, problems + fresh_problems(r))
     for section, keys in REQUIRED.items():
         for k in keys:
             if not number(r.get(section, {}).get(k)):
@@ -142,6 +150,33 @@ def capture_problems(r):
     problems += target_problems("targets", r.get("targets"), keys)
     if r.get("resolve") != {}:
         problems.append(f"resolve should be empty in capture mode: {r.get('resolve')!r}")
+    if not isinstance(r.get("table"), list) or not r["table"]:
+        problems.append("table missing")
+    return problems
+
+
+def fresh_problems(r):
+    problems = []
+    for section, keys in FRESH_REQUIRED.items():
+        for k in keys:
+            if not number(r.get(section, {}).get(k)):
+                problems.append(f"{section}.{k} is not a number: {r.get(section, {}).get(k)!r}")
+    counts = r.get("with_fresh", {}).get("status_counts")
+    if not isinstance(counts, dict) or not counts or not all(isinstance(v, int) and v >= 0 for v in counts.values()):
+        problems.append(f"with_fresh.status_counts is not a non-empty map of counts: {counts!r}")
+    runs = r.get("runs")
+    if not isinstance(runs, list) or not any(x.get("with_fresh") for x in runs) or all(x.get("with_fresh") for x in runs):
+        problems.append("runs should hold catch-ups both alone and with /fresh")
+    else:
+        for x in runs:
+            for k in ("events", "events_per_s", "seconds", "cpu_us_per_event_region"):
+                if not number(x.get(k)):
+                    problems.append(f"runs[{x.get('name')!r}].{k} is not a number: {x.get(k)!r}")
+            if x.get("with_fresh") and not number(x.get("fresh", {}).get("achieved_per_s")):
+                problems.append(f"runs[{x.get('name')!r}].fresh.achieved_per_s missing")
+    problems += target_problems("targets", r.get("targets"), ["fresh_vs_alone"])
+    if r.get("resolve") != {}:
+        problems.append(f"resolve should be empty in fresh mode: {r.get('resolve')!r}")
     if not isinstance(r.get("table"), list) or not r["table"]:
         problems.append("table missing")
     return problems

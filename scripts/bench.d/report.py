@@ -148,6 +148,10 @@ def write(results, path):
         from capture import capture_table, capture_targets
         results["targets"], results["resolve"] = capture_targets(results, target), {}
         text = "\n".join(capture_table(results) + targets_block(results))
+    elif results.get("mode") == "fresh":  # scripts/bench --fresh (fresh.py)
+        from fresh import fresh_table, fresh_targets
+        results["targets"], results["resolve"] = fresh_targets(results, target), {}
+        text = "\n".join(fresh_table(results) + targets_block(results))
     else:
         results["targets"], results["resolve"] = targets(results)
         text = table(results)

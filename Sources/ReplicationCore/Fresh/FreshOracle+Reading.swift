@@ -57,13 +57,23 @@ extension FreshOracle {
                 consumer?.close()
                 consumer = nil
                 cond.lock()
-                brokerProblem = "cannot read the topic's end offsets: \(error)"
-                let done = ids.compactMap { waiters[$0]?.expired == true ? answerLocked($0, force: false) : nil }
+                let done = roundFailedLocked(ids: ids, problem: "cannot read the topic's end offsets: \(error)")
+                cond.unlock()
+                // Answered now, not after the pause before the next query.
+                for d in done { d() }
+                cond.lock()
                 _ = cond.wait(until: Date().addingTimeInterval(0.2))
                 cond.unlock()
-                for d in done { d() }
             }
         }
+    }
+
+    /// The watermark query for waiters `ids` failed: records the problem and returns the answers
+    /// of the waiters it decides (to run after unlocking). Caller holds `cond`.
+    func roundFailedLocked(ids: [Int], problem: String) -> [() -> Void] {
+        brokerProblem = problem
+        let now = ContinuousClock.now
+        return ids.compactMap { waiters[$0]?.isExpired(at: now) == true ? answerLocked($0, force: false) : nil }
     }
 
     /// A waiter the next watermark query serves: none yet, and no capturing region to wait for.

@@ -30,6 +30,10 @@ public final class FreshOracle: Service, @unchecked Sendable {
         var readsAtRound = 0
         var expired = false
         var continuation: CheckedContinuation<FreshAnswer, Never>?
+
+        /// Past its deadline: from the deadline on, not from when the timer's expiry ran (with
+        /// wait_ms=0 that may run before the waiter is registered, and then finds nothing).
+        func isExpired(at now: ContinuousClock.Instant) -> Bool { expired || now >= deadline }
     }
 
     public let topic: String
@@ -162,7 +166,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
         return others.isEmpty ? nil : FreshCaptureWait(regions: others)
     }
 
-    private func register(_ id: Int, _ waiter: Waiter) {
+    func register(_ id: Int, _ waiter: Waiter) {
         cond.lock()
         if stopped || waiters.count >= maxWaiters {
             cond.unlock()
@@ -220,7 +224,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
                                  missing: missing, token: w.token != nil || w.captureScope != nil)
         case .wait(let reason, let problem, let missing):
             let known = measured || reason == .regionDown && read != nil || reason == .brokerUnavailable
-            let expired = w.expired || ContinuousClock.now >= w.deadline
+            let expired = w.isExpired(at: .now)
             guard force || stopped || (expired && known) else { return nil }
             answer = FreshAnswer(region: w.region, fresh: false, waitedMs: waited, reason: reason, problem: problem,
                                  missing: missing, token: w.token != nil || w.captureScope != nil)

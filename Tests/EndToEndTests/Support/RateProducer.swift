@@ -18,15 +18,23 @@ final class RateProducer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     let total: Int
 
-    init(bootstrap: String, topic: String, records: [Record], perSecond: Double) throws {
-        total = records.count
+    convenience init(bootstrap: String, topic: String, records: [Record], perSecond: Double) throws {
+        try self.init(bootstrap: bootstrap, topic: topic, count: records.count, perSecond: perSecond) { records[$0] }
+    }
+
+    /// `count` records made by `record` on the producer's thread as they are due (a long load
+    /// without holding it all in memory).
+    init(bootstrap: String, topic: String, count: Int, perSecond: Double, record: @escaping @Sendable (Int) -> Record) throws {
+        total = count
         let producer = try KafkaProducer(configuration: KafkaConfiguration([
             ("bootstrap.servers", bootstrap), ("enable.idempotence", "true"), ("message.timeout.ms", "0"),
             ("log_level", "2")]))
         let thread = Thread { [self] in
             let start = ContinuousClock.now
             do {
-                for (i, r) in records.enumerated() where !isStopped {
+                for i in 0..<count {
+                    if isStopped { break }
+                    let r = record(i)
                     let due = start.advanced(by: .seconds(Double(i) / perSecond))
                     let wait = due - ContinuousClock.now
                     if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18) }
