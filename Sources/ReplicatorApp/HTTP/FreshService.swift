@@ -16,17 +16,24 @@ public struct FreshService: Sendable {
     let oracle: FreshOracle
     let maxWaitMs: Int
     let redact: @Sendable (String) -> String
+    /// The request counters by region and result, made once: making a counter per request
+    /// (a registry lookup by label and dimensions) cost more than answering it.
+    let counters: [String: [String: Counter]]
 
     /// - Parameter redact: applied to every problem string an answer carries.
     public init(oracle: FreshOracle, maxWaitMs: Int, redact: @escaping @Sendable (String) -> String = { $0 }) {
         self.oracle = oracle
         self.maxWaitMs = maxWaitMs
         self.redact = redact
+        var counters: [String: [String: Counter]] = [:]
         for region in oracle.regionNames {
             for result in ["fresh", "not_fresh", "refused"] {
-                Counter(label: Self.metricName, dimensions: [("region", region), ("result", result)]).increment(by: 0)
+                let counter = Counter(label: Self.metricName, dimensions: [("region", region), ("result", result)])
+                counter.increment(by: 0)
+                counters[region, default: [:]][result] = counter
             }
         }
+        self.counters = counters
     }
 
     struct Query {
@@ -44,8 +51,15 @@ public struct FreshService: Sendable {
         for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let name = String(parts[0])
-            guard let value = String(parts.count > 1 ? parts[1] : "").replacingOccurrences(of: "+", with: " ").removingPercentEncoding else {
-                return .failure(.init("\(name): not percent-encoded text"))
+            var value = String(parts.count > 1 ? parts[1] : "")
+            // Foundation's decoding only where there is something to decode (tokens and region
+            // names seldom need it; it cost a measurable share of a request).
+            if value.utf8.contains(UInt8(ascii: "+")) { value = value.replacingOccurrences(of: "+", with: " ") }
+            if value.utf8.contains(UInt8(ascii: "%")) {
+                guard let decoded = value.removingPercentEncoding else {
+                    return .failure(.init("\(name): not percent-encoded text"))
+                }
+                value = decoded
             }
             guard seen.insert(name).inserted else { return .failure(.init("\(name) is given twice")) }
             switch name {
@@ -109,7 +123,11 @@ public struct FreshService: Sendable {
 
     func count(_ a: FreshAnswer) {
         let result = a.fresh ? "fresh" : (a.reason == .overloaded || a.reason == .foreignToken ? "refused" : "not_fresh")
-        Counter(label: Self.metricName, dimensions: [("region", a.region), ("result", result)]).increment()
+        if let counter = counters[a.region]?[result] {
+            counter.increment()
+        } else {
+            Counter(label: Self.metricName, dimensions: [("region", a.region), ("result", result)]).increment()
+        }
     }
 }
 
