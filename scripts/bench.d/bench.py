@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--build", default="release")
     ap.add_argument("--capture", action="store_true", help="only the capture measurement (capture.py)")
     ap.add_argument("--capture-rows", type=int, default=200_000)
+    ap.add_argument("--capture-backlog-only", action="store_true", help="capture: only the catch-up and the slot backlog")
     ap.add_argument("--connections", type=int, default=None, help="apply.connections (written only when given)")
     args = ap.parse_args()
     if args.broker_floor:
