@@ -12,6 +12,9 @@ public final class KafkaProducer: @unchecked Sendable {
     private let handle: OpaquePointer
     /// Delivery reports of records enqueued with a token (``init(idempotent:)`` only).
     private let reports: DeliveryReports?
+    /// The pipe librdkafka writes to when a delivery report waits to be served
+    /// (``init(idempotent:)`` only; nil if no pipe could be made).
+    private let wake: DeliveryWake?
 
     public convenience init(configuration: KafkaConfiguration) throws(KafkaError) {
         try self.init(configuration, reports: nil)
@@ -49,12 +52,20 @@ public final class KafkaProducer: @unchecked Sendable {
             throw KafkaError(code: .invalidConfiguration, message: "cannot create producer: \(String(errorBuffer: errbuf))")
         }
         handle = rk
+        wake = reports == nil ? nil : DeliveryWake(rk)
     }
 
     deinit {
         _ = rd_kafka_flush(handle, 10_000)
+        wake?.disable()
         rd_kafka_destroy(handle)
     }
+
+    /// A file descriptor that becomes readable when a delivery report waits to be served
+    /// (``init(idempotent:)`` only): wait on it beside other sockets (`poll(2)`), then call
+    /// ``pollDeliveries(timeoutMs:)``, which also empties it. Owned by the producer: do not close it.
+    /// nil when the producer has none (then poll ``pollDeliveries(timeoutMs:)`` on a timer).
+    public var deliveryWakeFD: Int32? { wake?.readFD }
 
     /// Enqueues one record. `partition` nil = partitioned by key. `timestampMs` nil = now (so
     /// does 0: librdkafka stamps a 0 with the current time; any other value, negative ones
@@ -127,6 +138,8 @@ public final class KafkaProducer: @unchecked Sendable {
     /// Serves delivery reports for up to `timeoutMs` and returns those that arrived (in the
     /// order librdkafka reported them: per partition in produce order, partitions interleaved).
     public func pollDeliveries(timeoutMs: Int32) -> [KafkaDelivery] {
+        // Emptied before serving: a report queued after this wakes the next wait.
+        wake?.drain()
         rd_kafka_poll(handle, timeoutMs)
         return reports?.drain() ?? []
     }
@@ -167,6 +180,53 @@ public struct KafkaDelivery: Sendable {
     /// Where the broker stored the record (-1 when not delivered).
     public var partition: Int32 = -1
     public var offset: Int64 = -1
+}
+
+/// A non-blocking pipe librdkafka writes one byte to whenever an event (a delivery report) is
+/// queued on the producer's empty main queue (`rd_kafka_queue_io_event_enable`), so that a
+/// thread waiting on another socket sees a report as it arrives.
+final class DeliveryWake: @unchecked Sendable {
+    // @unchecked Sendable: immutable after init; the fds are closed once, in deinit.
+    let readFD: Int32
+    private let writeFD: Int32
+    private let queue: OpaquePointer
+
+    init?(_ rk: OpaquePointer) {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return nil }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        guard let q = rd_kafka_queue_get_main(rk) else {
+            close(fds[0])
+            close(fds[1])
+            return nil
+        }
+        readFD = fds[0]
+        writeFD = fds[1]
+        queue = q
+        var byte: UInt8 = 1
+        rd_kafka_queue_io_event_enable(q, writeFD, &byte, 1)
+    }
+
+    /// Reads whatever was written (never blocks).
+    func drain() {
+        withUnsafeTemporaryAllocation(byteCount: 64, alignment: 1) { buffer in
+            while read(readFD, buffer.baseAddress, buffer.count) > 0 {}
+        }
+    }
+
+    /// Stops the writes and releases the queue: before the handle is destroyed.
+    func disable() {
+        rd_kafka_queue_io_event_enable(queue, -1, nil, 0)
+        rd_kafka_queue_destroy(queue)
+    }
+
+    deinit {
+        close(readFD)
+        close(writeFD)
+    }
 }
 
 /// Delivery reports collected by the callback (which runs inside `rd_kafka_poll`).

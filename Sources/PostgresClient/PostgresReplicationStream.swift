@@ -89,28 +89,37 @@ public final class PostgresReplicationStream: @unchecked Sendable {
         }
     }
 
-    /// The next message, or nil when none arrived within `timeout`.
+    /// The next message, or nil when none arrived within `timeout` (`.zero`: only what the
+    /// socket holds already, without waiting) or when `wakeOn` became readable first.
+    /// - Parameter wakeOn: another file descriptor to wait on (e.g. the producer's
+    ///   delivery-report pipe); it is only watched, never read.
     /// - Throws: ``PostgresError`` when the connection fails, the server ends the stream (with
     ///   its error, e.g. the slot was dropped), or a message is malformed (code `XX000`,
     ///   connection closed): the server's bytes are never trusted.
-    public func receive(timeout: Duration) throws(PostgresError) -> Message? {
+    public func receive(timeout: Duration, wakeOn: Int32? = nil) throws(PostgresError) -> Message? {
         let c = try openConnection()
-        let deadline = ContinuousClock.now.advanced(by: timeout)
+        var deadline: ContinuousClock.Instant?
+        var read = false
         while true {
             var buffer: UnsafeMutablePointer<CChar>? = nil
             let n = PQgetCopyData(c, &buffer, 1)
             if n > 0, let buffer {
-                let bytes = [UInt8](UnsafeRawBufferPointer(start: buffer, count: Int(n)))
-                PQfreemem(buffer)
+                defer { PQfreemem(buffer) }
                 do throws(PostgresError) {
-                    return try Self.parse(bytes)
+                    return try Self.parse(UnsafeRawBufferPointer(start: buffer, count: Int(n)))
                 } catch {
                     close()
                     throw error
                 }
             }
             if n == 0 {
-                guard try wait(c, events: Int16(POLLIN), deadline: deadline) else { return nil }
+                // What the socket already holds first (no poll); then wait.
+                if read {
+                    let until = deadline ?? ContinuousClock.now.advanced(by: timeout)
+                    deadline = until
+                    guard try wait(c, events: Int16(POLLIN), deadline: until, wakeOn: wakeOn) else { return nil }
+                }
+                read = true
                 if PQconsumeInput(c) == 0 { throw failTransport(c) }
                 continue
             }
@@ -147,6 +156,11 @@ public final class PostgresReplicationStream: @unchecked Sendable {
 
     /// Parses one CopyData payload of the streaming protocol.
     static func parse(_ b: [UInt8]) throws(PostgresError) -> Message {
+        try b.withUnsafeBytes { r in Result { () throws(PostgresError) -> Message in try parse(r) } }.get()
+    }
+
+    /// Parses one CopyData payload of the streaming protocol (copies only the XLogData's data).
+    static func parse(_ b: UnsafeRawBufferPointer) throws(PostgresError) -> Message {
         func bad(_ what: String) -> PostgresError {
             PostgresError(code: PostgresError.Code("XX000"), message: "malformed replication message: \(what) (connection closed)")
         }
@@ -155,7 +169,8 @@ public final class PostgresReplicationStream: @unchecked Sendable {
         switch kind {
         case UInt8(ascii: "w"):
             guard b.count >= 25 else { throw bad("XLogData of \(b.count) bytes (at least 25)") }
-            return .xlogData(start: int64(1), end: int64(9), sendTime: Int64(bitPattern: int64(17)), data: Array(b[25...]))
+            return .xlogData(start: int64(1), end: int64(9), sendTime: Int64(bitPattern: int64(17)),
+                             data: Array(UnsafeRawBufferPointer(rebasing: b[25...])))
         case UInt8(ascii: "k"):
             guard b.count == 18 else { throw bad("keepalive of \(b.count) bytes (18 expected)") }
             guard b[17] <= 1 else { throw bad("keepalive reply flag \(b[17])") }
@@ -207,17 +222,22 @@ public final class PostgresReplicationStream: @unchecked Sendable {
         }
     }
 
-    /// Waits until the socket is ready; false when `deadline` passed first.
-    private func wait(_ c: OpaquePointer, events: Int16, deadline: ContinuousClock.Instant) throws(PostgresError) -> Bool {
+    /// Waits until the socket is ready; false when `deadline` passed first or `wakeOn` became
+    /// readable.
+    private func wait(_ c: OpaquePointer, events: Int16, deadline: ContinuousClock.Instant,
+                      wakeOn: Int32? = nil) throws(PostgresError) -> Bool {
         let sock = PQsocket(c)
         guard sock >= 0 else { throw failTransport(c) }
         while true {
             let remaining = deadline - ContinuousClock.now
             if remaining <= .zero { return false }
             let ms = Int32(clamping: remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1)
-            var pfd = pollfd(fd: sock, events: events, revents: 0)
-            let n = poll(&pfd, 1, min(ms, 1000))
-            if n > 0 { return true }
+            var pfds = [pollfd(fd: sock, events: events, revents: 0), pollfd(fd: wakeOn ?? -1, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&pfds, wakeOn == nil ? 1 : 2, min(ms, 1000))
+            if n > 0 {
+                if pfds[0].revents != 0 { return true }
+                if pfds[1].revents != 0 { return false }
+            }
             if n < 0 && errno != EINTR { throw failTransport(c) }
         }
     }

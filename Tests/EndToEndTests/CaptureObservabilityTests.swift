@@ -161,6 +161,119 @@ struct CaptureObservabilityTests {
         print("Kafka away: \(written) bytes written while away, metric peak \(Int(peak)), after: \(try Self.retained(h, "us-east-1", slot)) bytes")
     }
 
+    @Test("an acknowledgement is served as it arrives: isolated single-row commits reach Kafka's ack in well under the 100 ms replication wait")
+    func acknowledgementServedAtOnce() throws {
+        let (h, e, prefix) = try Self.harness(regions: ["us-east-1", "eu-west-1"])
+        defer { CaptureTests.dropSlots(h, prefix: prefix) }
+        try h.startDaemon()
+        let writer = try h.dbs.connect("us-east-1")
+        defer { writer.close() }
+        try CaptureTests.insert(writer, id: CaptureTests.id(0, 0), session: "s", content: "warm-up", region: "us-east-1")
+        try CaptureTests.waitIdentical(h, count: 1)
+        func lag() throws -> (sum: Double, count: Double) {
+            let m = try e.metrics()
+            return (m["region_replicator_capture_lag_seconds_sum{region=\"us-east-1\"}"] ?? 0,
+                    m["region_replicator_capture_lag_seconds_count{region=\"us-east-1\"}"] ?? 0)
+        }
+        let before = try lag()
+        // One commit at a time, the next only once the previous one is acknowledged: after each the
+        // replication stream is quiet, so only the delivery report can end capture's wait.
+        let n = 15
+        for k in 1...n {
+            try CaptureTests.insert(writer, id: CaptureTests.id(0, k), session: "s", content: "isolated \(k)", region: "us-east-1")
+            try waitUntil("the acknowledgement of write \(k)", timeout: .seconds(20), interval: .milliseconds(5)) {
+                try lag().count >= before.count + Double(k)
+            }
+        }
+        let after = try lag()
+        let mean = (after.sum - before.sum) / (after.count - before.count)
+        print("capture lag of \(n) isolated commits: mean \(Int(mean * 1000)) ms")
+        #expect(mean < 0.07, "mean commit → acknowledgement of isolated commits: \(Int(mean * 1000)) ms")
+    }
+
+    @Test("a lost slot: said loudly (log line naming the runbook, /lag, metric), the other regions keep applying; the runbook (a new slot by migrate, verify --repair) makes the regions identical again")
+    func lostSlotRunbook() throws {
+        let (h, e, prefix) = try Self.harness(regions: ["us-east-1", "eu-west-1"], standaloneBroker: true)
+        defer { CaptureTests.dropSlots(h, prefix: prefix) }
+        let server = h.dbs.server("us-east-1")
+        func admin(_ sql: String) throws {
+            let c = try PostgresConnection(conninfo: server.conninfo(database: "postgres"))
+            defer { c.close() }
+            _ = try c.query(sql)
+        }
+        // The servers are shared by every suite: the setting is restored whatever happens.
+        defer {
+            try? admin("ALTER SYSTEM RESET max_slot_wal_keep_size")
+            try? admin("SELECT pg_reload_conf()")
+        }
+        let daemon = try h.startDaemon()
+        let east = try h.dbs.connect("us-east-1")
+        defer { east.close() }
+        let slot = Self.slot(prefix, "us-east-1")
+        func write(_ range: Range<Int>, _ what: String) throws {
+            for n in range { try CaptureTests.insert(east, id: CaptureTests.id(0, n), session: "s-\(n % 3)", content: "\(what) \(n)", region: "us-east-1") }
+        }
+        try write(0..<5, "before")
+        try CaptureTests.waitIdentical(h, count: 5)
+        try CaptureTests.waitSlotsCaughtUp(h, prefix: prefix)
+
+        // Kafka away: capture confirms nothing more; the server may keep no WAL for slots.
+        try h.cluster.process!.setBrokers(up: false)
+        try admin("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        try admin("SELECT pg_reload_conf()")
+        try write(5..<15, "while away")
+        try east.execute("CREATE TABLE pad (x int)")
+        try waitUntil("the slot of us-east-1 to be invalidated (wal_status = lost)", timeout: .seconds(60)) {
+            try east.execute("INSERT INTO pad VALUES (1)")
+            _ = try h.dbs.query("us-east-1", "SELECT pg_switch_wal()")
+            _ = try h.dbs.query("us-east-1", "CHECKPOINT")
+            return try h.dbs.query("us-east-1", "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [slot]) == [["lost"]]
+        }
+        try admin("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        try admin("SELECT pg_reload_conf()")
+        // Said loudly: the error line naming the runbook, `/lag`, the slot-state metric.
+        try waitUntil("the daemon to report the lost slot (log, metric, /lag)", timeout: .seconds(60)) {
+            guard daemon.log.contains("capture slot invalidated (wal_status = lost)"),
+                  try Self.metric(e, "region_replicator_capture_slot_wal_status", "us-east-1") == 4 else { return false }
+            let c = try e.lag()["us-east-1"]?["capture"] as? [String: Any]
+            return c?["wal_status"] as? String == "lost" && c?["streaming"] as? Bool == false
+        }
+        let line = try #require(daemon.log.split(separator: "\n").first { $0.contains("capture slot invalidated") })
+        #expect(line.contains(" error ") && line.contains("\"A capture slot is lost\" in docs/operations.md") && line.contains("slot=\(slot)"), "\(line)")
+        let capture = try #require(try e.lag()["us-east-1"]?["capture"] as? [String: Any])
+        #expect((capture["problem"] as? String)?.contains("invalidated") == true, "\(capture)")
+        #expect(try Self.metric(e, "region_replicator_capture_up", "us-east-1") == 0)
+        // Written while no slot captures them: never published.
+        try write(15..<20, "unpublished")
+
+        // The other regions keep applying: Kafka back, eu-west-1's write reaches us-east-1.
+        try h.cluster.process!.setBrokers(up: true)
+        _ = try h.dbs.query("eu-west-1", "INSERT INTO messages (message_id, session_id, role, content, region, created_at) VALUES ($1::uuid, 'w', 'user', 'from the west', 'eu-west-1', now())",
+                            [CaptureTests.id(1, 1)])
+        try waitUntil("us-east-1 to apply eu-west-1's write with its slot lost", timeout: .seconds(60)) {
+            try h.dbs.query("us-east-1", "SELECT count(*) FROM messages WHERE message_id = $1::uuid", [CaptureTests.id(1, 1)]) == [["1"]]
+        }
+        let missing = try h.dbs.query("eu-west-1", "SELECT count(*) FROM messages WHERE content LIKE 'unpublished %'")
+        #expect(missing == [["0"]], "eu-west-1 got rows written while us-east-1 had no slot: \(missing)")
+
+        // The runbook: drop the lost slot, `migrate --region` creates a new one, the daemon picks it
+        // up at its next retry; `verify --repair` copies the gap.
+        let streamed = daemon.log.components(separatedBy: "capture streaming the slot").count
+        _ = try h.dbs.query("us-east-1", "SELECT pg_drop_replication_slot($1)", [slot])
+        let migrate = try runReplicator(["migrate", "--config", h.configPath, "--region", "us-east-1"])
+        #expect(migrate.status == 0, "\(migrate.output)")
+        try waitUntil("capture to stream the new slot of us-east-1", timeout: .seconds(75)) {
+            let capture = try e.lag()["us-east-1"]?["capture"] as? [String: Any]
+            return daemon.log.components(separatedBy: "capture streaming the slot").count > streamed
+                && capture?["streaming"] as? Bool == true
+        }
+        let repair = try runReplicator(["verify", "--config", h.configPath, "--repair"], timeout: .seconds(180))
+        #expect(repair.status == 0, "\(repair.output)")
+        try write(20..<22, "after the new slot")
+        try CaptureTests.waitIdentical(h, count: 23)
+        #expect(try Self.metric(e, "region_replicator_capture_slot_wal_status", "us-east-1") != 4)
+    }
+
     /// The regions whose slot the instance behind `e` streams now (`/lag` `capture.streaming`).
     static func streaming(_ e: DaemonEndpoint) throws -> Set<String> {
         Set(try e.lag().compactMap { region, doc in (doc["capture"] as? [String: Any])?["streaming"] as? Bool == true ? region : nil })

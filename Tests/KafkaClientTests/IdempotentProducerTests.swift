@@ -43,4 +43,41 @@ struct IdempotentProducerTests {
         #expect(afterUp.map(\.token).sorted() == Array(101...110) && afterUp.allSatisfy { $0.error == nil })
         #expect(stored == 110)
     }
+
+    @Test("the delivery wake-up descriptor becomes readable when a report arrives, and is emptied by serving it")
+    func deliveryWakeDescriptor() async throws {
+        let (idle, woke, served, after) = try await BlockingThread.run(name: "kafka-test") {
+            () throws -> (Bool, Duration?, [UInt64], Bool) in
+            let cluster = try KafkaMockCluster(brokers: 1)
+            try cluster.createTopic("captured", partitions: 1)
+            let producer = try KafkaProducer(idempotent: KafkaConfiguration([
+                ("bootstrap.servers", cluster.bootstrapServers), ("log_level", "2")]))
+            guard let fd = producer.deliveryWakeFD else { return (false, nil, [], false) }
+            func readable(within ms: Int32) -> Bool {
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                return poll(&pfd, 1, ms) > 0
+            }
+            // Nothing enqueued: nothing to wake for (after whatever start-up events were served).
+            _ = producer.pollDeliveries(timeoutMs: 200)
+            let idle = !readable(within: 300)
+            let start = ContinuousClock.now
+            _ = try producer.enqueue(topic: "captured", key: [1], value: [2], timestampMs: nil, token: 7)
+            var woke: Duration?
+            let deadline = start.advanced(by: .seconds(20))
+            while woke == nil && ContinuousClock.now < deadline {
+                if readable(within: 100) { woke = ContinuousClock.now - start }
+            }
+            // What woke it is served without waiting (another event could come first: served then).
+            var served: [UInt64] = []
+            while served.isEmpty && woke != nil && ContinuousClock.now < deadline {
+                served += producer.pollDeliveries(timeoutMs: 0).map(\.token)
+                if served.isEmpty { _ = readable(within: 100) }
+            }
+            return (idle, woke, served, !readable(within: 200))
+        }
+        #expect(idle, "the descriptor was readable with nothing outstanding")
+        #expect(woke != nil, "no wake-up within 20 s of a delivery")
+        #expect(served == [7])
+        #expect(after, "still readable after the report was served")
+    }
 }

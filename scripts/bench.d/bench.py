@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--fresh-load", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fresh-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--fresh-region", help=argparse.SUPPRESS)
+    ap.add_argument("--capture-backlog-only", action="store_true", help="capture: only the catch-up and the slot backlog")
     ap.add_argument("--connections", type=int, default=None, help="apply.connections (written only when given)")
     args = ap.parse_args()
     if args.broker_floor:

@@ -28,7 +28,7 @@ import psycopg
 from measure import histogram, quantile, scrape
 from runs import catchup_1
 from workload import WORDS, produce_backlog
-from world import REGIONS, World, free_port, log, stop, utc_now_text
+from world import REGIONS, World, cpu_seconds, free_port, log, stop, utc_now_text
 
 DRIVER = os.path.join(os.path.dirname(__file__), "bench.py")
 CAPTURE_TOPIC = "chat.capture"
@@ -101,9 +101,10 @@ def write_rows(dsn, n, batch, connections, rate=None, seconds=None):
     return sum(counts), time.monotonic() - start
 
 
-def wait_published(port, target, timeout, proc):
+def wait_published(port, target, timeout, proc, on_first=None):
     """Polls the counter until it reaches `target`; returns (first movement, reached) on the
-    monotonic clock (first movement: the first poll that saw it above its value at the call)."""
+    monotonic clock (first movement: the first poll that saw it above its value at the call,
+    when `on_first` is called)."""
     base = published(port)
     first = time.monotonic() if base >= target else None
     deadline = time.monotonic() + timeout
@@ -112,6 +113,8 @@ def wait_published(port, target, timeout, proc):
         p = published(port)
         if first is None and p > base:
             first = now
+            if on_first is not None:
+                on_first()
         if p >= target:
             return first or now, now
         if proc.poll() is not None:
@@ -242,6 +245,59 @@ def start_capture_daemon(world, cfg, name, port):
     return d, pid
 
 
+class SkipLive(Exception):
+    """--capture-backlog-only: no live and latency phases."""
+
+
+def walsender_pid(dsn):
+    """The walsender streaming capture's slot (pg_stat_replication), or None."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute("SELECT pid FROM pg_stat_replication WHERE application_name LIKE 'region-replicator capture %' "
+                        "AND application_name NOT LIKE '%slot monitor%' LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def backlog(world, args, cfg, dsn, port, rows, broker_pid):
+    """Rows written while the daemon is stopped, then the daemon started: how fast capture
+    drains its slot (its capacity). CPU seconds of the daemon (which also applies the events
+    into eu-west-1), of the walsender (Postgres's, not ours) and of the mock cluster's process
+    from the first acknowledgement to the last; with --profile the daemon runs under `perf record`, its report (by thread)
+    written beside the JSON."""
+    log(f"capture, backlog: {rows} rows written with the daemon stopped, then drained")
+    w_rows, _ = write_rows(dsn, rows, CAPTURE_BATCH, CONNECTIONS)
+    perf_data = os.path.join(world.dir, "perf-capture.data") if args.profile else None
+    d, pid = world.start_daemon(cfg, "capture-backlog", perf_data)
+    cpu = {}
+
+    def on_first():
+        wpid = walsender_pid(dsn)
+        cpu["daemon0"], cpu["walsender_pid"] = cpu_seconds(pid), wpid
+        cpu["walsender0"] = cpu_seconds(wpid) if wpid else None
+        cpu["broker0"] = cpu_seconds(broker_pid)
+
+    try:
+        first, end = wait_published(port, w_rows, 600, d, on_first=on_first)  # a new process: its counter starts at 0
+        daemon_cpu = cpu_seconds(pid) - cpu.get("daemon0", 0)
+        broker_cpu = cpu_seconds(broker_pid) - cpu.get("broker0", 0)
+        wpid = cpu.get("walsender_pid")
+        walsender_cpu = cpu_seconds(wpid) - cpu["walsender0"] if wpid and cpu.get("walsender0") is not None else None
+    finally:
+        stop(d, pid)
+    if perf_data is not None:
+        report = subprocess.run(f"perf report -i {perf_data} --no-children --sort comm,dso,symbol --stdio -g none "
+                                f"2>/dev/null | swift demangle --simplified | grep -v '^#' | grep -v '^$' | head -80",
+                                shell=True, capture_output=True, text=True).stdout
+        path = os.path.splitext(args.json)[0] + ".perf-capture-backlog.txt"
+        with open(path, "w") as f:
+            f.write(report)
+        log(f"  profile of the daemon (perf, cpu-clock) while capture drained its slot: {path}")
+    secs = max(end - first, 1e-6)
+    return {"rows": w_rows, "seconds": round(end - first, 3), "events_per_s": round(w_rows / secs, 1),
+            "daemon_cpu_us_per_event": round(1e6 * daemon_cpu / w_rows, 2),
+            "walsender_cpu_us_per_event": round(1e6 * walsender_cpu / w_rows, 2) if walsender_cpu is not None else None,
+            "broker_cpu_us_per_event": round(1e6 * broker_cpu / w_rows, 2)}
+
+
 def capture_run(args):
     """The capture measurement; returns the figures (the JSON without its targets and table)."""
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -269,8 +325,10 @@ def capture_run(args):
         cfg = world.config("capture", [(0, REGIONS[0], "bench_cap"), (1, REGIONS[1], "bench_cap")], port,
                            brokers=mock_brokers, topic=CAPTURE_TOPIC, level="info", capture_region=REGIONS[0])
         dsn = world.dsn(0, "bench_cap")
-        d, pid = start_capture_daemon(world, cfg, "capture", port)
+        d, pid = start_capture_daemon(world, cfg, "capture", port) if not args.capture_backlog_only else (None, None)
         try:
+            if args.capture_backlog_only:
+                raise SkipLive
             log(f"capture, live: {rows // 5} rows, 1 row per transaction, {CONNECTIONS} connections")
             results["capture_live_single"] = live(dsn, port, d, rows // 5, 1)
             log(f"  {results['capture_live_single']}")
@@ -286,17 +344,12 @@ def capture_run(args):
                 results["capture_latency"].append(latency(world, args, port, world.dsn(1, "bench_cap"),
                                                           mock_brokers, rate, seconds))
                 log(f"  {results['capture_latency'][-1]}")
+        except SkipLive:
+            pass
         finally:
-            stop(d, pid)
-        log(f"capture, backlog: {rows} rows written with the daemon stopped, then drained")
-        w_rows, _ = write_rows(dsn, rows, CAPTURE_BATCH, CONNECTIONS)
-        d, pid = world.start_daemon(cfg, "capture-backlog")
-        try:
-            first, end = wait_published(port, w_rows, 600, d)  # a new process: its counter starts at 0
-        finally:
-            stop(d, pid)
-        results["capture_backlog"] = {"rows": w_rows, "seconds": round(end - first, 3),
-                                      "events_per_s": round(w_rows / max(end - first, 1e-6), 1)}
+            if d is not None:
+                stop(d, pid)
+        results["capture_backlog"] = backlog(world, args, cfg, dsn, port, rows, mock.pid)
         log(f"  {results['capture_backlog']}")
     finally:
         stop(mock)
@@ -312,7 +365,7 @@ def capture_targets(r, target):
     t = {"capture_vs_apply_1": target("capture (slot backlog) vs 1-region apply", r["capture_backlog"]["events_per_s"] /
                                       apply_rate if apply_rate else None, 1.0, "× 1-region apply", True)}
     delay = r["parameters"]["batch_delay_ms"]
-    for lat in r["capture_latency"]:
+    for lat in r.get("capture_latency", []):
         floor = lat["broker_floor_ms"].get("p99")
         goal = 2 * floor + delay if floor is not None else 0.0
         t[f"capture_p99_ms_{lat['target_rate']}"] = target(
@@ -332,13 +385,17 @@ def capture_table(r):
         f"{'catch-up, 1 region, apply (ev/s)':52} {c1['events_per_s']:12,.0f}",
         f"{'capture, slot backlog drained (ev/s)':52} {bl['events_per_s']:12,.0f}   "
         f"{bl['events_per_s'] / max(c1['events_per_s'], 1e-9):.2f} × 1-region apply",
+        f"{'  CPU µs/event: daemon (capture + apply) / walsender / broker':52} {bl.get('daemon_cpu_us_per_event') or 0:6.1f} /"
+        f"{bl.get('walsender_cpu_us_per_event') or 0:6.1f} /{bl.get('broker_cpu_us_per_event') or 0:6.1f}",
     ]
     for key, label in (("capture_live_single", "1 row/txn"), ("capture_live_batches", f"{CAPTURE_BATCH} rows/txn")):
+        if key not in r:
+            continue
         x = r[key]
         lines.append(f"{'capture, live, ' + label + ', ' + str(x['connections']) + ' conns (ev/s)':52} "
                      f"{x['events_per_s']:12,.0f}   writers {x['writer_rows_per_s']:,.0f} rows/s, "
                      f"lag after last commit {x['lag_after_last_commit_s']:.2f} s")
-    for lat in r["capture_latency"]:
+    for lat in r.get("capture_latency", []):
         e, f, cc, cl = lat["end_to_end_ms"], lat["broker_floor_ms"], lat["commit_to_consume_ms"], lat["capture_lag_ms"]
         lines += [f"{'end-to-end ' + format(lat['target_rate'], ',') + ' rows/s: p50/p99/max (ms)':52} "
                   f"{e['p50']:6.1f} /{e['p99']:6.1f} /{e['max']:7.1f}   achieved {lat['achieved_rows_per_s']:,.0f} rows/s",

@@ -73,7 +73,8 @@ extension CaptureEventMapper {
                 guard let s = try text(i) else { throw UnpublishableChange(.invalidValue, "\"\(names[i])\" is NULL", messageID: id) }
                 return s
             }
-            guard let uuid = UUID(uuidString: try required(messageID)) else {
+            let idText = try required(messageID)
+            guard let uuid = Self.canonicalUUID(idText) ?? UUID(uuidString: idText)?.uuidString.lowercased() else {
                 throw UnpublishableChange(.invalidValue, "\"\(names[messageID])\" is not a uuid", messageID: id)
             }
             let versionText = try required(version)
@@ -92,17 +93,50 @@ extension CaptureEventMapper {
                 }
                 attributesText = raw
             }
-            return Row(messageID: uuid.uuidString.lowercased(), sessionID: try required(sessionID), role: try required(role),
+            return Row(messageID: uuid, sessionID: try required(sessionID), role: try required(role),
                        content: try required(content), region: try required(region), createdAt: created, version: v,
                        attributes: attributesText)
         }
     }
 }
 
+extension CaptureEventMapper.Layout {
+    /// `s` in the lowercase 8-4-4-4-12 form when it is a uuid in that form (either case; what
+    /// Postgres prints), without Foundation's sscanf-based parser; nil for anything else.
+    static func canonicalUUID(_ s: String) -> String? {
+        var s = s
+        var lower = true
+        let valid = s.withUTF8 { u -> Bool in
+            guard u.count == 36 else { return false }
+            for i in 0..<36 {
+                let c = u[i]
+                if i == 8 || i == 13 || i == 18 || i == 23 {
+                    guard c == UInt8(ascii: "-") else { return false }
+                    continue
+                }
+                switch c {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"): break
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): lower = false
+                default: return false
+                }
+            }
+            return true
+        }
+        guard valid else { return nil }
+        return lower ? s : s.lowercased()
+    }
+}
+
 /// Writes one flat JSON object, keys in the order given (the event's JSON).
 struct JSONObjectWriter {
-    private var out: [UInt8] = [UInt8(ascii: "{")]
+    private var out: [UInt8]
     private var first = true
+
+    init(capacity: Int = 512) {
+        out = []
+        out.reserveCapacity(capacity)
+        out.append(UInt8(ascii: "{"))
+    }
 
     private mutating func key(_ k: String) {
         if !first { out.append(UInt8(ascii: ",")) }
@@ -118,13 +152,13 @@ struct JSONObjectWriter {
 
     mutating func integer(_ k: String, _ v: Int64) {
         key(k)
-        out += Array(String(v).utf8)
+        out.append(contentsOf: String(v).utf8)
     }
 
     /// `v` is already JSON text (checked by the caller).
     mutating func raw(_ k: String, _ v: String) {
         key(k)
-        out += Array(v.utf8)
+        out.append(contentsOf: v.utf8)
     }
 
     mutating func finish() -> [UInt8] {
@@ -135,19 +169,31 @@ struct JSONObjectWriter {
     /// A JSON string: `"` and `\` escaped, control characters as `\u00XX` (or their short forms).
     static func appendString(_ out: inout [UInt8], _ s: String) {
         out.append(UInt8(ascii: "\""))
-        for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 15)]]
-            default: out.append(b)
+        var s = s
+        s.withUTF8 { u in
+            // Runs of bytes that need no escape are copied whole.
+            var start = 0
+            for i in 0..<u.count where u[i] < 0x20 || u[i] == UInt8(ascii: "\"") || u[i] == UInt8(ascii: "\\") {
+                if start < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: u[start..<i])) }
+                appendEscaped(&out, u[i])
+                start = i + 1
             }
+            if start < u.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: u[start...])) }
         }
         out.append(UInt8(ascii: "\""))
+    }
+
+    private static func appendEscaped(_ out: inout [UInt8], _ b: UInt8) {
+        switch b {
+        case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+        case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+        case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+        case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+        case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+        case 0..<0x20:
+            let hex = Array("0123456789abcdef".utf8)
+            out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 15)]]
+        default: out.append(b)
+        }
     }
 }

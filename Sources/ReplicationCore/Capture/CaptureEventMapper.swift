@@ -92,7 +92,17 @@ public struct CaptureEventMapper: Sendable {
     /// - Throws: ``UnpublishableChange``.
     public func map(_ change: PgOutputMessage, relation: PgOutputMessage.Relation,
                     in tx: inout Transaction) throws(UnpublishableChange) -> Mapped {
-        let layout = try Layout(relation, columns)
+        try map(change, layout: try layout(relation), in: &tx)
+    }
+
+    /// Where the mapped columns sit in `relation`'s rows (made once per relation message).
+    /// - Throws: ``UnpublishableChange`` (a mapped column is missing).
+    func layout(_ relation: PgOutputMessage.Relation) throws(UnpublishableChange) -> Layout {
+        try Layout(relation, columns)
+    }
+
+    /// The events for `change`, with its relation's ``layout(_:)``.
+    func map(_ change: PgOutputMessage, layout: Layout, in tx: inout Transaction) throws(UnpublishableChange) -> Mapped {
         switch change {
         case .insert(_, let new):
             return Mapped(events: [try upsert(try layout.row(new, fill: nil), &tx)])

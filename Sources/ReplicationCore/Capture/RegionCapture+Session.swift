@@ -51,16 +51,28 @@ extension RegionCapture {
             try serveDeliveries(producer, &s, timeoutMs: 0)
             try reportIfDue(stream, &s)
             try sampleIfDue(&s)
-            guard let message = try stream.receive(timeout: .milliseconds(100)) else { continue }
-            switch message {
-            case .keepalive(let end, _, let replyRequested):
-                s.checkpoint.keepalive(walEnd: LSN(end))
-                if replyRequested { try report(stream, &s) }
-            case .xlogData(_, _, _, let data):
-                try handle(try PgOutputMessage(decoding: data), producer, stream, &s)
+            // The messages the socket holds (up to a bound), then the deliveries again. It waits
+            // only when there is none, and wakes as soon as a delivery report arrives, so an
+            // acknowledgement (the lag histogram, the slot's confirmation) is seen at once.
+            var timeout = Self.receiveTimeout
+            for _ in 0..<Self.messagesPerTurn {
+                guard let message = try stream.receive(timeout: timeout, wakeOn: producer.deliveryWakeFD) else { break }
+                timeout = .zero
+                switch message {
+                case .keepalive(let end, _, let replyRequested):
+                    s.checkpoint.keepalive(walEnd: LSN(end))
+                    if replyRequested { try report(stream, &s) }
+                case .xlogData(_, _, _, let data):
+                    try handle(try PgOutputMessage(decoding: data), producer, stream, &s)
+                }
             }
         }
     }
+
+    /// The longest wait for the server when nothing arrives (no delivery report wakes it
+    /// without a wake-up pipe), and how many messages one loop turn handles at most.
+    static let receiveTimeout: Duration = .milliseconds(100)
+    static let messagesPerTurn = 256
 
     /// A session's state.
     struct Session {
@@ -68,7 +80,8 @@ extension RegionCapture {
         var tableOID: UInt32
         var schema: String
         var name: String
-        var relations: [UInt32: PgOutputMessage.Relation] = [:]
+        /// Each relation's column layout (or why it has none), made once per relation message.
+        var layouts: [UInt32: Result<CaptureEventMapper.Layout, UnpublishableChange>] = [:]
         var tx: CaptureEventMapper.Transaction?
         /// The open transaction was written by the applier (its replication origin).
         var echo = false
@@ -101,16 +114,16 @@ extension RegionCapture {
             }
             s.tx = nil
         case .relation(let r):
-            s.relations[r.oid] = r
+            s.layouts[r.oid] = Result { () throws(UnpublishableChange) in try mapper.layout(r) }
             // The table was dropped and created again: follow it by name.
             if r.namespace == s.schema && r.name == s.name { s.tableOID = r.oid }
         case .insert(let oid, _), .update(let oid, _, _), .delete(let oid, _):
             guard oid == s.tableOID, !s.echo else { return }
-            guard var tx = s.tx, let relation = s.relations[oid] else {
+            guard var tx = s.tx, let layout = s.layouts[oid] else {
                 throw PgOutputError(offset: 0, problem: "a row change before its transaction or its relation")
             }
             do {
-                let mapped = try mapper.map(m, relation: relation, in: &tx)
+                let mapped = try mapper.map(m, layout: try layout.get(), in: &tx)
                 s.tx = tx
                 if let note = mapped.note {
                     logger.warning("change published with a note", metadata: ["note": "\(note)", "commit_lsn": "\(tx.commitLSN)",
