@@ -8,7 +8,7 @@ import Foundation
 public final class PostgresConnection: @unchecked Sendable {
     // @unchecked Sendable: the PGconn is used by one thread at a time (documented contract);
     // the class has no other mutable state.
-    private var conn: OpaquePointer?
+    var conn: OpaquePointer?
     /// Client-side limit for one statement; a stalled server (SIGSTOP) is detected by it.
     public var queryTimeout: Duration
 
@@ -91,78 +91,6 @@ public final class PostgresConnection: @unchecked Sendable {
         return try collect(c)
     }
 
-    /// ``pipeline(_:)`` for statements that open an explicit transaction (`BEGIN` … `COMMIT`):
-    /// when one fails, the aborted transaction is rolled back before the error is thrown, so
-    /// the connection can be used again at once.
-    public func pipelineTransaction(_ statements: [PostgresStatement]) throws(PostgresError) -> [PostgresResult] {
-        do throws(PostgresError) {
-            return try pipeline(statements)
-        } catch {
-            if isOpen { try? execute("ROLLBACK") }
-            throw error
-        }
-    }
-
-    /// Sends every statement in one pipeline (libpq pipeline mode) followed by one sync, and
-    /// then reads all the results: one network round trip for the lot.
-    ///
-    /// The statements run in order. After the first one that fails, the server skips the rest
-    /// up to the sync; that first error is thrown (an explicit `BEGIN` among the statements
-    /// leaves the session in a failed transaction then: the caller rolls back).
-    /// - Returns: one result per statement.
-    /// - Throws: ``PostgresError``; on a transport failure or timeout the connection is closed.
-    public func pipeline(_ statements: [PostgresStatement]) throws(PostgresError) -> [PostgresResult] {
-        let c = try openConnection()
-        guard PQenterPipelineMode(c) == 1 else { throw failTransport(c) }
-        for st in statements {
-            let sent: Int32 = withParameters(st.parameters) { n, types, values, lengths, formats in
-                PQsendQueryParams(c, st.sql, n, types, values, lengths, formats, 0)
-            }
-            guard sent == 1 else { throw failTransport(c) }
-        }
-        guard PQpipelineSync(c) == 1 else { throw failTransport(c) }
-        let deadline = ContinuousClock.now.advanced(by: queryTimeout)
-        try flush(c, deadline: deadline)
-        var results: [PostgresResult] = []
-        results.reserveCapacity(statements.count)
-        var current: PostgresResult? = nil
-        var firstError: PostgresError? = nil
-        var synced = false
-        while !synced {
-            while PQisBusy(c) == 1 {
-                try wait(c, events: Int16(POLLIN), deadline: deadline)
-                if PQconsumeInput(c) == 0 { throw failTransport(c) }
-            }
-            guard let r = PQgetResult(c) else {
-                // The end of one statement's results.
-                results.append(current ?? PostgresResult.empty)
-                current = nil
-                continue
-            }
-            defer { PQclear(r) }
-            switch PQresultStatus(r) {
-            case PGRES_PIPELINE_SYNC:
-                synced = true
-            case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
-                current = PostgresResult(r)
-            case PGRES_PIPELINE_ABORTED:
-                break  // skipped after an earlier error
-            case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
-                if firstError == nil { firstError = Self.error(from: r, conn: c) }
-            default:
-                if firstError == nil {
-                    firstError = PostgresError(code: Code("XX000"), message: "unexpected result status in a pipeline")
-                }
-            }
-        }
-        if PQexitPipelineMode(c) != 1 { throw failTransport(c) }
-        if let firstError {
-            if PQstatus(c) != CONNECTION_OK { close() }
-            throw firstError
-        }
-        return results
-    }
-
     /// Runs one or more statements without parameters (simple query protocol).
     public func execute(_ sql: String) throws(PostgresError) {
         guard let c = conn, PQstatus(c) == CONNECTION_OK else {
@@ -175,7 +103,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     // MARK: - Result collection with a client-side deadline
 
-    private func openConnection() throws(PostgresError) -> OpaquePointer {
+    func openConnection() throws(PostgresError) -> OpaquePointer {
         guard let c = conn, PQstatus(c) == CONNECTION_OK else {
             close()
             throw PostgresError(code: .connectionFailure, message: "connection is closed")
@@ -184,7 +112,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Flushes the outgoing buffer (non-blocking mode).
-    private func flush(_ c: OpaquePointer, deadline: ContinuousClock.Instant) throws(PostgresError) {
+    func flush(_ c: OpaquePointer, deadline: ContinuousClock.Instant) throws(PostgresError) {
         while true {
             let f = PQflush(c)
             if f == 0 { break }
@@ -224,9 +152,9 @@ public final class PostgresConnection: @unchecked Sendable {
         return result ?? PostgresResult.empty
     }
 
-    private typealias Code = PostgresError.Code
+    typealias Code = PostgresError.Code
 
-    private func wait(_ c: OpaquePointer, events: Int16, deadline: ContinuousClock.Instant) throws(PostgresError) {
+    func wait(_ c: OpaquePointer, events: Int16, deadline: ContinuousClock.Instant) throws(PostgresError) {
         let sock = PQsocket(c)
         guard sock >= 0 else { throw failTransport(c) }
         while true {
@@ -244,7 +172,7 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    private func failTransport(_ c: OpaquePointer) -> PostgresError {
+    func failTransport(_ c: OpaquePointer) -> PostgresError {
         let msg = Self.cleanMessage(PQerrorMessage(c))
         close()
         return PostgresError(code: .connectionFailure, message: msg.isEmpty ? "connection lost" : msg)
@@ -326,7 +254,7 @@ private func withOptionalCStrings<R>(_ strings: [String?], _ body: (UnsafePointe
 }
 
 /// Calls `body` with libpq's parallel parameter arrays (count, types, values, lengths, formats).
-private func withParameters<R>(
+func withParameters<R>(
     _ parameters: [PostgresParameter],
     _ body: (Int32, UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R
 ) -> R {

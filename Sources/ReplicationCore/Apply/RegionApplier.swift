@@ -45,18 +45,33 @@ public final class RegionApplier: @unchecked Sendable {
     public func apply(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?] = [:],
                       consumerGroup: String?, topic: String, on db: PostgresConnection,
                       dryRun: Bool = false) throws(PostgresError) -> ApplyResult {
-        let t = pipelineTransaction(records, progress: progress, expectedOffsets: expectedOffsets, group: consumerGroup, topic: topic,
-                                    dryRun: dryRun)
+        let t = prepare(records, progress: progress, expectedOffsets: expectedOffsets, consumerGroup: consumerGroup, topic: topic,
+                        dryRun: dryRun)
+        return try finish(t, db.send(t.steps, transaction: true), on: db)
+    }
+
+    /// ``apply(_:progress:expectedOffsets:consumerGroup:topic:on:dryRun:)`` in three steps, for
+    /// a caller that works while the transaction is in the database: `prepare` builds it (no
+    /// database), `send` it on the connection, then `finish` reads its outcome.
+    public func prepare(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?],
+                        consumerGroup: String?, topic: String, dryRun: Bool = false) -> PreparedApply {
+        pipelineTransaction(records, progress: progress, expectedOffsets: expectedOffsets, group: consumerGroup, topic: topic,
+                            dryRun: dryRun)
+    }
+
+    /// Reads the outcome of `t`, sent as `sent`: as ``apply(_:progress:expectedOffsets:consumerGroup:topic:on:dryRun:)``
+    /// (a data error isolates the refused records in a transaction of their own).
+    public func finish(_ t: PreparedApply, _ sent: PostgresPipeline, on db: PostgresConnection) throws(PostgresError) -> ApplyResult {
         do throws(PostgresError) {
-            let results = try db.pipelineTransaction(t.steps)
+            let results = try db.receive(sent)
             var result = ApplyResult()
             for (i, w) in t.work.enumerated() { account(results[t.at[i]], into: &result, total: w.total, timestamps: w.timestamps) }
             result.counts = result.counts + t.plan.decided
             return result
         } catch let error where error.isDataError {
-            return try transaction(db, lock: t.lock, dryRun: dryRun) { () throws(PostgresError) in
+            return try transaction(db, lock: t.lock, dryRun: t.dryRun) { () throws(PostgresError) in
                 if !t.check.isEmpty { _ = try db.pipeline(t.check) }
-                return try applyIsolated(records, rejectedBy: error, progress: progress, group: consumerGroup, topic: topic, on: db)
+                return try applyIsolated(t.records, rejectedBy: error, progress: t.progress, group: t.group, topic: t.topic, on: db)
             }
         }
     }
@@ -73,8 +88,7 @@ public final class RegionApplier: @unchecked Sendable {
     /// statements (each one's own result at `at`), the dead letters, the offsets, `COMMIT` or
     /// `ROLLBACK`.
     private func pipelineTransaction(_ records: [DecodedRecord], progress: [PartitionProgress], expectedOffsets: [Int32: Int64?],
-                                     group: String?, topic: String, dryRun: Bool)
-        -> (steps: [PostgresStatement], plan: ApplyPlan, work: [Work], at: [Int], lock: [PostgresStatement], check: [PostgresStatement]) {
+                                     group: String?, topic: String, dryRun: Bool) -> PreparedApply {
         let plan = ApplyPlan(records: records, region: region, applyToOrigin: applyToOrigin)
         let check = offsetCheckStatements(expectedOffsets, group: group, topic: topic)
         let lock = lockStatements(ApplyLocks(plan: plan, partitions: progress.map(\.partition) + expectedOffsets.keys,
@@ -85,7 +99,8 @@ public final class RegionApplier: @unchecked Sendable {
         if let dl = deadLetterStatement(plan.deadLetters) { steps.append(dl) }
         if let off = progressStatement(progress, group: group, topic: topic) { steps.append(off) }
         steps.append(PostgresStatement(dryRun ? "ROLLBACK" : "COMMIT"))
-        return (steps, plan, work, at, lock, check)
+        return PreparedApply(steps: steps, plan: plan, work: work, at: at, lock: lock, check: check, records: records,
+                             progress: progress, group: group, topic: topic, dryRun: dryRun)
     }
 
     // MARK: - Transactions
@@ -216,7 +231,7 @@ public final class RegionApplier: @unchecked Sendable {
 
     /// One statement of a plan, with what its result is accounted against, and the statement
     /// that must follow it (the identity check after an upsert).
-    private struct Work {
+    struct Work {
         var statement: PostgresStatement
         var total: Int
         var timestamps: [Int64?]

@@ -213,6 +213,18 @@ extension RegionPipeline {
     // MARK: - Rebalance (called inside poll, on the pipeline thread: no I/O, no waiting)
 
     func rebalanced(_ event: KafkaConsumer.RebalanceEvent) -> [TopicPartitionOffset] {
+        if let flight = inFlight {
+            // A chunk is in the region's database: its records are the first pending ones, so the
+            // bookkeeping changes once its outcome is accounted for (``applyOverlapping``). A
+            // revocation waits for that outcome here: the partitions are given up only once
+            // nothing of theirs can still commit.
+            if case .revoked = event, flight.outcome == nil { flight.outcome = finish(flight) }
+            deferredRebalances.append(event)
+            if case .assigned(let parts) = event {
+                return parts.map { TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: TopicPartitionOffset.beginning) }
+            }
+            return []
+        }
         switch event {
         case .revoked(let parts, let lost):
             book.revoked(parts.map(\.partition))

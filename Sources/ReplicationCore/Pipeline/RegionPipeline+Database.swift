@@ -10,23 +10,6 @@ extension RegionPipeline {
         case failed(ApplyFailure, any Error)
     }
 
-    /// Applies `chunk` in one transaction (connecting first when needed).
-    func apply(_ chunk: Chunk) -> ChunkOutcome {
-        do {
-            let db = try ensureConnectedOnce()
-            let started = ContinuousClock.now
-            let result = try applier.apply(chunk.decoded, progress: chunk.progress, expectedOffsets: chunk.expected,
-                                           consumerGroup: settings.consumerGroup, topic: settings.topic, on: db)
-            return .committed(result, started: started)
-        } catch let e as PostgresError {
-            return .failed(ApplyFailure.classify(e), e)
-        } catch let e as PipelineError {
-            return .failed(.schema, e)  // not migrated: a table is missing
-        } catch {
-            return .failed(.transient, error)
-        }
-    }
-
     /// Writes the single record of `chunk`, which the region refuses even alone, as a dead
     /// letter with `error`, together with its next offset.
     /// - Returns: nil when it committed; else how it failed.

@@ -49,6 +49,14 @@ public final class RegionPipeline: @unchecked Sendable {
     var positionRetry = RetryTimer()
     /// ``ShardDepartures/count`` when this shard's consumer was last assigned partitions.
     var departuresAtAssignment = 0
+    /// The chunk whose transaction is in the region's database now (`RegionPipeline+Overlap.swift`).
+    var inFlight: InFlight?
+    /// Rebalances that came while a chunk was in flight: performed once its outcome is accounted for.
+    var deferredRebalances: [KafkaConsumer.RebalanceEvent] = []
+    /// The last chunk's outcome came with rebalances performed after it.
+    var rebalancedMeanwhile = false
+    var decodedAhead = DecodedAhead()
+    var builtAhead: BuiltAhead?
 
     /// - Parameter departures: shared by the `apply.connections` pipelines of one region, so that
     ///   they leave the group one after another, each from a settled group (``ShardDepartures``).
@@ -113,6 +121,7 @@ public final class RegionPipeline: @unchecked Sendable {
             throw PipelineError(description: "region \(settings.region): \(error)")
         }
         while !stopping {
+            if book.pending.isEmpty { decodedAhead.removeAll() }
             try fillBatch(consumer)
             if book.pending.isEmpty && !book.hasProgressWithoutRecords { continue }
             try applyPending(consumer)
@@ -131,34 +140,47 @@ public final class RegionPipeline: @unchecked Sendable {
         let expected: [Int32: Int64?]
         var count: Int { records.count }
 
-        init(_ records: [KafkaRecord], book: PartitionBookkeeping) {
+        init(_ records: [KafkaRecord], decoded: [DecodedRecord], progress: [PartitionProgress], expected: [Int32: Int64?]) {
             self.records = records
-            decoded = records.map { r in DecodedRecord(record: r, event: EventDecoder.decode(r.value)) }
-            progress = book.progress(forFirst: records.count)
-            expected = book.expectedStored(for: progress.map(\.partition))
+            self.decoded = decoded
+            self.progress = progress
+            self.expected = expected
         }
     }
 
     /// Applies `pending` in transactions of at most `policy.chunkLimit` records until all of it
     /// is applied or the pipeline stops: every attempt's outcome goes to ``ApplyPolicy``, and
-    /// this loop performs its decision.
+    /// this loop performs its decision. While one chunk is in the database the records behind
+    /// it are read and built (``applyOverlapping(_:ahead:_:)``); between two chunks, nothing
+    /// in flight, newly assigned partitions are positioned.
     private func applyPending(_ consumer: KafkaConsumer) throws {
         policy.startApplying()
+        var first = true
         while (!book.pending.isEmpty || book.hasProgressWithoutRecords) && !stopping {
             // Liveness is "the loop is making attempts", on every path (halving included): one
             // attempt takes at most a reconnect and one answer, within the heartbeat timeout.
             heartbeat()
-            let chunk = Chunk(Array(book.pending.prefix(policy.chunkLimit)), book: book)
+            if !first && !book.retrying {
+                try topUp(consumer)
+                resolvePositions(consumer)
+                retryPositioning(consumer)
+                logProgressIfDue()
+                if book.pending.isEmpty && !book.hasProgressWithoutRecords { break }
+            }
+            first = false
+            let (chunk, ahead) = nextChunk(Array(book.pending.prefix(policy.chunkLimit)))
             reportOldest(chunk.records)
-            switch apply(chunk) {
-            case .committed(let result, let started):
-                committed(result, chunk, started: started, consumer)
+            switch try applyOverlapping(chunk, ahead: ahead, consumer) {
+            case .committed:
                 if case .next(let failedAttempts?) = policy.after(.committed(records: chunk.count)) {
                     logger.notice("region recovered", metadata: ["attempts": "\(failedAttempts)"])
                 }
             case .failed(let failure, let error):
                 metrics.retried()
                 let decision = policy.after(.failed(failure, records: chunk.count))
+                // Partitions revoked meanwhile: the single record may not be ours any more; the
+                // next attempt, on what is still pending, decides again.
+                if decision == .deadLetter && rebalancedMeanwhile { continue }
                 guard try act(on: decision, failure: failure, error: error, chunk, consumer) else { return }
             }
         }
@@ -234,7 +256,7 @@ public final class RegionPipeline: @unchecked Sendable {
         }
     }
 
-    private func logProgressIfDue() {
+    func logProgressIfDue() {
         let now = ContinuousClock.now
         guard now - lastProgressLog >= .seconds(10) else { return }
         lastProgressLog = now
