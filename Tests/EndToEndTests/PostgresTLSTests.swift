@@ -122,6 +122,7 @@ struct PostgresTLSTests {
               - name: eu-west-1
                 dsn: "\(dsn)"
             apply:
+              connections: 1
               max_batch_delay_ms: 20
             http:
               listen: "127.0.0.1:\(try freeLoopbackPort())"

@@ -47,6 +47,7 @@ struct SecretRedactionTests {
               - name: ap-southeast-1
                 dsn: "host=127.0.0.1 port=\(closedPort) dbname=app user=replicator password=\(secrets["down"]!) connect_timeout=2"
             apply:
+              connections: 1
               max_batch_delay_ms: 20
             http:
               listen: "127.0.0.1:\(httpPort)"

@@ -84,7 +84,7 @@ struct ConfigTests {
         #expect(config.apply.maxBatchEvents == 1000)
         #expect(config.apply.maxBatchDelayMs == 20)
         #expect(config.apply.applyToOrigin == false)
-        #expect(config.apply.connections == ReplicatorConfig.Apply.defaultConnections)
+        #expect(config.apply.connections == 2)  // the default: two pipelines per region
         #expect(config.http.listen == "127.0.0.1:9466")
         #expect(config.http.hostAndPort?.host == "127.0.0.1")
         #expect(config.http.hostAndPort?.port == 9466)

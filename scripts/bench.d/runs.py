@@ -140,7 +140,7 @@ def kc(world, args, n, catchup):
     out = subprocess.run([sys.executable, os.path.join(HERE, "kc_jdbc_sink.py"),
                           "--brokers", args.brokers, "--topic", kc_topic, "--partitions", str(args.partitions),
                           "--dsn", world.dsn(0, "bench_kc"), "--table", "kc_messages", "--batch-size", "3000",
-                          "--max-events", str(kc_n), "--tasks", str(args.connections or 1)], check=True, capture_output=True, text=True)
+                          "--max-events", str(kc_n), "--tasks", str(args.connections or 2)], check=True, capture_output=True, text=True)
     peer = json.loads(out.stdout.strip().splitlines()[-1])
     with psycopg.connect(world.dsn(0, "bench_kc"), autocommit=True) as c:
         peer["rows_in_table"] = c.execute("SELECT count(*) FROM kc_messages").fetchone()[0]

@@ -76,7 +76,7 @@ public struct ReplicatorConfig: Sendable {
         /// connection) that apply one region's partitions in parallel (1…16).
         public var connections: Int
 
-        public static let defaultConnections = 1
+        public static let defaultConnections = 2
 
         /// The server's `statement_timeout` for the apply connections, in milliseconds (1000…3600000).
         public var statementTimeoutMs: Int

@@ -81,6 +81,9 @@ final class Harness: @unchecked Sendable {
     ///   - standaloneBroker: run the brokers in a process of their own (``BrokerProcess``).
     ///   - kafkaProperties: librdkafka properties besides `log_level` (`[:]`: the daemon's defaults).
     ///   - applyConfig: more keys of the `apply:` section (YAML lines indented by two spaces).
+    ///     Without a `connections:` line the harness writes `connections: 1` (the daemon's default
+    ///     is 2): most tests count log lines, loop names and group members of one pipeline per
+    ///     region, and stopping a daemon with several shards per region waits for the group.
     ///   - setupSQL: run in every region's database before `migrate` (e.g. an existing table).
     init(regions: [String] = ["us-east-1", "eu-west-1", "ap-southeast-1"], maxBatchEvents: Int = 500,
          extraConfig: String = "", partitions: Int = 6, standaloneBroker: Bool = false,
@@ -116,7 +119,7 @@ final class Harness: @unchecked Sendable {
             apply:
               max_batch_events: \(maxBatchEvents)
               max_batch_delay_ms: 20
-            \(applyConfig)
+            \(applyConfig.contains("connections:") ? "" : "  connections: 1\n")\(applyConfig)
             log:
               level: info
 
