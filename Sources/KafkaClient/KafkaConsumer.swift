@@ -1,5 +1,6 @@
 internal import CRdKafka
 import Foundation
+import Synchronization
 
 /// A librdkafka consumer (`rd_kafka_t` of type consumer).
 ///
@@ -115,9 +116,21 @@ public final class KafkaConsumer: @unchecked Sendable {
     deinit {
         close()
         rd_kafka_queue_destroy(queue)
+        if Self.destroyAbortsBeforeAssignment && context.takeUnretainedValue().subscribed.load(ordering: .relaxed)
+            && !context.takeUnretainedValue().everAssigned.load(ordering: .relaxed) {
+            // librdkafka before 2.3.0 aborts (`rd_kafka_sticky_assignor_state_destroy: Assertion
+            // 'assignor_state' failed`, librdkafka issue 4312) when a cooperative-sticky group
+            // member that was never given an assignment is destroyed — e.g. a shard stopped while
+            // its group still waits for a dead member's session to end. It has left the group
+            // (closed above); its handle and callback context are left to the process's end.
+            return
+        }
         rd_kafka_destroy(handle)
         context.release()
     }
+
+    /// Debian 12's librdkafka (2.0.2) has the destroy-before-first-assignment abort, fixed in 2.3.0.
+    static let destroyAbortsBeforeAssignment = rd_kafka_version() < 0x0203_0000
 
     private static func handleRebalance(rk: OpaquePointer, err: rd_kafka_resp_err_t,
                                         partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>,
@@ -126,6 +139,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         let list = TopicPartitionList(borrowing: partitions)
         switch err {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            ctx.everAssigned.store(true, ordering: .relaxed)
             let positions = ctx.rebalance?(.assigned(list.entries)) ?? []
             for p in positions { list.setOffset(topic: p.topic, partition: p.partition, offset: p.offset) }
             if cooperative {
@@ -148,6 +162,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     public func subscribe(topics: [String]) throws(KafkaError) {
         let list = TopicPartitionList(capacity: topics.count)
         for t in topics { list.add(TopicPartitionOffset(topic: t, partition: -1, offset: 0)) }  // RD_KAFKA_PARTITION_UA
+        context.takeUnretainedValue().subscribed.store(true, ordering: .relaxed)
         let err = rd_kafka_subscribe(handle, list.pointer)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, context: "subscribe") }
     }
@@ -348,19 +363,6 @@ public final class KafkaConsumer: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         rd_kafka_consumer_close(handle)
-    }
-}
-
-/// What the C callbacks need; lives as long as the handle.
-final class CallbackContext: @unchecked Sendable {
-    // @unchecked Sendable: immutable after init; the closures are @Sendable.
-    let rebalance: KafkaConsumer.RebalanceHandler?
-    let pauseAssigned: Bool
-    let log: KafkaConsumer.LogHandler?
-    init(rebalance: KafkaConsumer.RebalanceHandler?, pauseAssigned: Bool, log: KafkaConsumer.LogHandler?) {
-        self.rebalance = rebalance
-        self.pauseAssigned = pauseAssigned
-        self.log = log
     }
 }
 
