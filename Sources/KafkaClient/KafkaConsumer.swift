@@ -119,7 +119,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         if Self.destroyAbortsBeforeAssignment && context.takeUnretainedValue().subscribed.load(ordering: .relaxed)
             && !context.takeUnretainedValue().everAssigned.load(ordering: .relaxed) {
             // librdkafka before 2.3.0 aborts (`rd_kafka_sticky_assignor_state_destroy: Assertion
-            // 'assignor_state' failed`, librdkafka issue 4312) when a cooperative-sticky group
+            // 'assignor_state' failed`, librdkafka #4312) when a cooperative-sticky group
             // member that was never given an assignment is destroyed — e.g. a shard stopped while
             // its group still waits for a dead member's session to end. It has left the group
             // (closed above); its handle and callback context are left to the process's end.
