@@ -28,7 +28,7 @@ import psycopg
 from measure import histogram, quantile, scrape
 from runs import catchup_1
 from workload import WORDS, produce_backlog
-from world import REGIONS, World, cpu_seconds, free_port, log, stop, utc_now_text
+from world import REGIONS, World, cpu_seconds, free_port, log, perf_report, start_mock, stop, utc_now_text
 
 DRIVER = os.path.join(os.path.dirname(__file__), "bench.py")
 CAPTURE_TOPIC = "chat.capture"
@@ -219,19 +219,6 @@ def latency(world, args, port, dsn_apply, mock_brokers, rate, seconds):
             "broker_floor_ms": broker_floor}
 
 
-def start_mock(world, partitions):
-    path = os.path.join(world.dir, "mock-bootstrap-capture")
-    mock = subprocess.Popen([os.path.join(world.bin, "rr-devtool"), "broker", "--brokers", "1", "--topic", CAPTURE_TOPIC,
-                             "--partitions", str(partitions), "--bootstrap-file", path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        if os.path.exists(path) and open(path).read().strip():
-            return mock, open(path).read().strip()
-        time.sleep(0.1)
-    stop(mock)
-    raise RuntimeError("the mock cluster did not start within 30 s")
-
-
 def start_capture_daemon(world, cfg, name, port):
     d, pid = world.start_daemon(cfg, name)
     logpath = os.path.join(world.dir, f"daemon-{name}.log")
@@ -284,12 +271,7 @@ def backlog(world, args, cfg, dsn, port, rows, broker_pid):
     finally:
         stop(d, pid)
     if perf_data is not None:
-        report = subprocess.run(f"perf report -i {perf_data} --no-children --sort comm,dso,symbol --stdio -g none "
-                                f"2>/dev/null | swift demangle --simplified | grep -v '^#' | grep -v '^$' | head -80",
-                                shell=True, capture_output=True, text=True).stdout
-        path = os.path.splitext(args.json)[0] + ".perf-capture-backlog.txt"
-        with open(path, "w") as f:
-            f.write(report)
+        path = perf_report(perf_data, args.json, ".perf-capture-backlog.txt", sort="comm,dso,symbol", lines=80)
         log(f"  profile of the daemon (perf, cpu-clock) while capture drained its slot: {path}")
     secs = max(end - first, 1e-6)
     return {"rows": w_rows, "seconds": round(end - first, 3), "events_per_s": round(w_rows / secs, 1),
@@ -317,7 +299,7 @@ def capture_run(args):
     produce_backlog(args.brokers, n, seed=42)
     results["catchup_1"] = catchup_1(world, args, n)
 
-    mock, mock_brokers = start_mock(world, args.partitions)
+    mock, mock_brokers = start_mock(world, CAPTURE_TOPIC, args.partitions, "mock-bootstrap-capture")
     try:
         for i in range(2):
             world.create_db(i, "bench_cap")

@@ -15,7 +15,7 @@ from measure import drain, mean_batch_events, scrape
 from steady import steady_runs
 from verify import verify_phase
 from workload import produce_backlog
-from world import (KC_EVENTS, KC_TOPIC, REGIONS, TOPIC, World, free_port, in_parallel, log, peak_rss_mb, stop,
+from world import (perf_report, KC_EVENTS, KC_TOPIC, REGIONS, TOPIC, World, free_port, in_parallel, log, peak_rss_mb, stop,
                    utc_now_text)
 
 HERE = os.path.dirname(__file__)
@@ -73,12 +73,7 @@ def catchup_1(world, args, n):
     perf_data = os.path.join(world.dir, "perf-1r.data") if args.profile else None
     out = catchup_one(world, args, "one", "bench_1r", TOPIC, n, perf_data)
     if perf_data is not None:
-        report = subprocess.run(f"perf report -i {perf_data} --no-children --sort dso,symbol --stdio -g none "
-                                f"2>/dev/null | swift demangle --simplified | grep -v '^#' | grep -v '^$' | head -60",
-                                shell=True, capture_output=True, text=True).stdout
-        path = os.path.splitext(args.json)[0] + ".perf-catchup-1r.txt"
-        with open(path, "w") as f:
-            f.write(report)
+        path = perf_report(perf_data, args.json, ".perf-catchup-1r.txt")
         log(f"  profile of the daemon (perf, cpu-clock) while draining: {path}")
     log(f"  {out}")
     return out

@@ -12,7 +12,8 @@ import time
 import psycopg
 
 from measure import drain, histogram, quantile, scrape
-from world import REGIONS, STEADY_TOPIC, cpu_seconds, free_port, log, peak_rss_mb, stop, utc_now_text
+from world import (REGIONS, STEADY_TOPIC, cpu_seconds, free_port, log, peak_rss_mb, start_mock, stop, utc_now_text,
+                   wait_assigned)
 
 # The producer and the bare consumer run as child processes of the driver
 # (`bench.py --produce-at-rate`, `bench.py --broker-floor`).
@@ -115,27 +116,14 @@ def steady_runs(world, args, dbs3, n):
         with psycopg.connect(world.dsn(i, db), autocommit=True) as c:
             c.execute("VACUUM ANALYZE")
             c.execute("CHECKPOINT")
-    mock = subprocess.Popen([os.path.join(world.bin, "rr-devtool"), "broker", "--brokers", "1", "--topic", STEADY_TOPIC,
-                             "--partitions", str(args.partitions), "--bootstrap-file", os.path.join(world.dir, "mock-bootstrap")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mock, mock_brokers = start_mock(world, STEADY_TOPIC, args.partitions)
     try:
-        for _ in range(300):
-            if os.path.exists(os.path.join(world.dir, "mock-bootstrap")):
-                break
-            time.sleep(0.1)
-        mock_brokers = open(os.path.join(world.dir, "mock-bootstrap")).read().strip()
         http_s = free_port()
         cfg_s = world.config("steady", [(i, REGIONS[i], "bench_3r") for i in range(3)], http_s,
                              brokers=mock_brokers, topic=STEADY_TOPIC, level="info")
         d, pid = world.start_daemon(cfg_s, "steady")
         try:
-            logpath = os.path.join(world.dir, "daemon-steady.log")
-            deadline = time.monotonic() + 60
-            while sum(1 for line in open(logpath) if "partitions assigned" in line) < 3:
-                if time.monotonic() > deadline or d.poll() is not None:
-                    raise RuntimeError("the steady-state daemon did not get its partitions within 60 s")
-                time.sleep(0.2)
-            time.sleep(1)
+            wait_assigned(world, "steady", d, count=3 * (args.connections or 2))  # every shard of every region
             applied = n
             # The same steady state twice: alone, then with `region-replicator verify` running in
             # a loop against the same three regions (what an operator's verify costs the applier).

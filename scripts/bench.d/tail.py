@@ -18,13 +18,12 @@ import datetime as dt
 import os
 import math
 import re
-import subprocess
 import time
 
 import psycopg
 
 from steady import steady_phase
-from world import REGIONS, STEADY_TOPIC, World, free_port, log, stop, utc_now_text
+from world import REGIONS, STEADY_TOPIC, World, free_port, log, start_mock, stop, utc_now_text, wait_assigned
 
 DB = "bench_tail"
 VARIANTS = ("as-is", "async-commit", "small-tables")
@@ -132,19 +131,12 @@ def tail_run(args):
     for i in range(3):
         world.create_db(i, DB)
     set_servers(world, log_autovacuum_min_duration="0", log_checkpoints="on")
-    mock = subprocess.Popen([os.path.join(world.bin, "rr-devtool"), "broker", "--brokers", "1", "--topic", STEADY_TOPIC,
-                             "--partitions", str(args.partitions), "--bootstrap-file", os.path.join(world.dir, "mock-bootstrap")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mock, brokers = start_mock(world, STEADY_TOPIC, args.partitions)
     results = {"mode": "tail", "rows_per_region": args.events, "rate": args.rate, "steady_seconds": args.steady_seconds,
                "batch_delay_ms": args.batch_delay_ms, "build": args.build,
                "uptime_at_start": open("/proc/loadavg").read().split()[:3], "variants": {}}
     d = pid = None
     try:
-        for _ in range(300):
-            if os.path.exists(os.path.join(world.dir, "mock-bootstrap")):
-                break
-            time.sleep(0.1)
-        brokers = open(os.path.join(world.dir, "mock-bootstrap")).read().strip()
         http = free_port()
         cfg = world.config("tail", [(i, REGIONS[i], DB) for i in range(3)], http, brokers=brokers,
                            topic=STEADY_TOPIC, level="info")
@@ -154,7 +146,7 @@ def tail_run(args):
             fill(world, i, args.events)
         log(f"  filled in {time.monotonic() - t:.1f} s")
         d, pid = world.start_daemon(cfg, "tail")
-        wait_assigned(world, "tail", d)
+        wait_assigned(world, "tail", d, count=3 * (args.connections or 2))  # every shard of every region
         applied = 0
         for k, variant in enumerate(VARIANTS):
             if variant == "small-tables":
@@ -185,16 +177,6 @@ def tail_run(args):
         set_servers(world, synchronous_commit="on")
         stop(mock)
     return results
-
-
-def wait_assigned(world, name, proc):
-    path = os.path.join(world.dir, f"daemon-{name}.log")
-    deadline = time.monotonic() + 60
-    while sum(1 for line in open(path) if "partitions assigned" in line) < 3:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"the daemon {name} did not get its partitions within 60 s")
-        time.sleep(0.2)
-    time.sleep(1)
 
 
 def tail_table(r):

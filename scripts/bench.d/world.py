@@ -131,3 +131,40 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def start_mock(world, topic, partitions, name="mock-bootstrap"):
+    """librdkafka's mock cluster (`rr-devtool broker`) with `topic`, as its own process.
+    Returns (process to stop, bootstrap servers)."""
+    path = os.path.join(world.dir, name)
+    mock = subprocess.Popen([os.path.join(world.bin, "rr-devtool"), "broker", "--brokers", "1", "--topic", topic,
+                             "--partitions", str(partitions), "--bootstrap-file", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        if os.path.exists(path) and open(path).read().strip():
+            return mock, open(path).read().strip()
+        time.sleep(0.1)
+    stop(mock)
+    raise RuntimeError("the mock cluster did not start within 30 s")
+
+
+def wait_assigned(world, name, proc, count=3):
+    """Waits until the daemon `name` logged `count` partition assignments (one per pipeline shard)."""
+    path = os.path.join(world.dir, f"daemon-{name}.log")
+    deadline = time.monotonic() + 60
+    while sum(1 for line in open(path) if "partitions assigned" in line) < count:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"the daemon {name} did not get its partitions within 60 s")
+        time.sleep(0.2)
+    time.sleep(1)
+
+
+def perf_report(perf_data, json_path, suffix, sort="dso,symbol", lines=60):
+    """`perf report` of `perf_data`, demangled, written beside the JSON; returns its path."""
+    report = subprocess.run(f"perf report -i {perf_data} --no-children --sort {sort} --stdio -g none "
+                            f"2>/dev/null | swift demangle --simplified | grep -v '^#' | grep -v '^$' | head -{lines}",
+                            shell=True, capture_output=True, text=True).stdout
+    path = os.path.splitext(json_path)[0] + suffix
+    with open(path, "w") as f:
+        f.write(report)
+    return path
