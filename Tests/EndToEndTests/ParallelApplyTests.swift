@@ -139,6 +139,16 @@ struct ParallelApplyTests {
         }
     }
 
+    /// Whether applying `a` and `b` takes one row bucket with at least one of them exclusive.
+    static func rowLocksConflict(_ a: [DecodedRecord], _ b: [DecodedRecord]) -> Bool {
+        func rows(_ r: [DecodedRecord]) -> [ApplyLocks.Key: Bool] {
+            ApplyLocks(plan: ApplyPlan(records: r, region: "eu-west-1", applyToOrigin: false), partitions: [Int32]()).modes
+                .filter { $0.key.space == .rows }
+        }
+        let (x, y) = (rows(a), rows(b))
+        return x.contains { k, exclusive in y[k].map { $0 || exclusive } ?? false }
+    }
+
     static func progress(_ p: Int32, _ n: Int64) -> [PartitionProgress] { [PartitionProgress(partition: p, nextOffset: n, lastRecordMs: nil)] }
 
     /// Advisory locks waited for in the region's database: (objsubid 1 = the table's key,
@@ -158,10 +168,24 @@ struct ParallelApplyTests {
         let setup = try dbs.connect("eu-west-1")
         defer { setup.close() }
         try Schema.migrate(setup, table: table)
-        // Different sessions per partition, as keying by session id gives.
+        // Different sessions per partition, as keying by session id gives. Message ids are
+        // random, so a deletion in one partition can share a row bucket with an upsert in the
+        // other (1,024 buckets) and rightly wait for it: draw again until no row key of one is
+        // taken exclusively by the other.
         var w = Workload(origins: ["us-east-1"], seed: 77), w1 = Workload(origins: ["us-east-1"], seed: 78)
         w.generate(sessions: 4, messages: 40)
         w1.generate(sessions: 4, messages: 40, contentPrefix: "p1-")
+        let p0 = try Self.records(w, partition: 0)
+        var drawn = try Self.records(w1, partition: 1)
+        var attempt: UInt64 = 0
+        while Self.rowLocksConflict(p0, drawn) {
+            attempt += 1
+            try #require(attempt < 100, "no draw of two partitions without a shared row bucket")
+            w1 = Workload(origins: ["us-east-1"], seed: 78 + attempt)
+            w1.generate(sessions: 4, messages: 40, contentPrefix: "p1-")
+            drawn = try Self.records(w1, partition: 1)
+        }
+        let p1 = drawn
         let applier = RegionApplier(region: "eu-west-1", table: table, applyToOrigin: false)
         let group = "g"
         // Offsets rows for partitions 0 and 1 exist.
@@ -173,13 +197,25 @@ struct ParallelApplyTests {
         let blocker = try dbs.connect("eu-west-1")
         defer { blocker.close() }
         try blocker.execute("BEGIN")
+        var blockerOpen = true
         try blocker.query("SELECT 1 FROM replicator_offsets WHERE partition = 0 FOR UPDATE")
 
         let (x0, x1, x2) = (try dbs.connect("eu-west-1"), try dbs.connect("eu-west-1"), try dbs.connect("eu-west-1"))
         let repairConnection = try dbs.connect("eu-west-1")
-        defer { for c in [x0, x1, x2, repairConnection] { c.close() } }
-        let p0 = try Self.records(w, partition: 0), p1 = try Self.records(w1, partition: 1)
-        let first = Background("partition 0, first") {
+        let running = Mutex<[Background]>([])
+        defer {
+            // On a failure, threads may still wait in their connections: end the blocker's
+            // transaction and let them return before their connections close under them.
+            if blockerOpen { try? blocker.execute("ROLLBACK") }
+            try? waitUntil("every applier thread to return", timeout: .seconds(60)) { running.withLock { $0.allSatisfy(\.done) } }
+            for c in [x0, x1, x2, repairConnection] { c.close() }
+        }
+        func start(_ name: String, _ body: @escaping @Sendable () throws -> Void) -> Background {
+            let b = Background(name, body)
+            running.withLock { $0.append(b) }
+            return b
+        }
+        let first = start("partition 0, first") {
             _ = try applier.apply(Array(p0.prefix(20)), progress: Self.progress(0, 2), consumerGroup: group, topic: "t", on: x0)
         }
         // Two keys numbered by partition 0: its offsets key and the older builds' key of it.
@@ -190,7 +226,7 @@ struct ParallelApplyTests {
         #expect(!first.done)
 
         // Partition 1 applies and commits while partition 0's transaction is open.
-        let other = Background("partition 1") {
+        let other = start("partition 1") {
             _ = try applier.apply(p1, progress: Self.progress(1, 2), consumerGroup: group, topic: "t", on: x1)
         }
         try waitUntil("the applier of partition 1 to commit", timeout: .seconds(20)) { other.done }
@@ -199,7 +235,7 @@ struct ParallelApplyTests {
         #expect(try dbs.query("eu-west-1", "SELECT next_offset FROM replicator_offsets WHERE partition = 1")[0][0] == "2")
 
         // A second applier of partition 0 waits for the first's partition lock.
-        let second = Background("partition 0, second") {
+        let second = start("partition 0, second") {
             _ = try applier.apply(Array(p0.suffix(20)), progress: Self.progress(0, 3), consumerGroup: group, topic: "t", on: x2)
         }
         try waitUntil("the second applier of partition 0 to wait for partition 0's lock", timeout: .seconds(20)) {
@@ -209,7 +245,7 @@ struct ParallelApplyTests {
 
         // verify --repair's lock (the table's key, exclusive) waits while appliers hold it shared.
         let repairLock = Statements(table: table, tables: .unqualified, columns: .standard).exclusiveLock
-        let repair = Background("repair lock") {
+        let repair = start("repair lock") {
             try repairConnection.execute("BEGIN")
             try repairConnection.query(repairLock)
             try repairConnection.execute("COMMIT")
@@ -221,6 +257,7 @@ struct ParallelApplyTests {
 
         // Releasing the offsets row lets everything finish, in lock order.
         try blocker.execute("COMMIT")
+        blockerOpen = false
         try waitUntil("both appliers of partition 0 and the repair lock to finish", timeout: .seconds(20)) {
             first.done && second.done && repair.done
         }
