@@ -41,4 +41,24 @@ struct FreshServiceTests {
         let data = try JSONEncoder().encode(doc)
         #expect(try JSONDecoder().decode(FreshDocument.self, from: data) == doc)
     }
+
+    @Test("the hand-written body is byte for byte what JSONEncoder writes: every control character, quotes, slashes, non-ASCII")
+    func handEncodedBody() throws {
+        let hostile = String(decoding: (0..<0x80).map { UInt8($0) }, as: UTF8.self) + " \u{7F} é ✓ 𝄞 \"/\\ </script>"
+        let doc = FreshDocument([
+            FreshAnswer(region: "b/\"x", fresh: false, waitedMs: 1_234, reason: .behind, problem: hostile,
+                        missing: [0: 3, 2: 4, 10: 1, 1: Int64.max], token: true),
+            FreshAnswer(region: "a", fresh: true, waitedMs: 0, reason: nil, problem: nil, missing: [:], token: false),
+            FreshAnswer(region: "c", fresh: false, waitedMs: -1, reason: .regionDown, problem: "database unreachable: refused",
+                        missing: [:], token: false),
+        ])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        func expected(_ v: some Encodable) throws -> String { String(decoding: try encoder.encode(v), as: UTF8.self) + "\n" }
+        #expect(String(decoding: doc.json(), as: UTF8.self) == (try expected(doc)))
+        for region in doc.regions.values {
+            #expect(String(decoding: region.json(), as: UTF8.self) == (try expected(region)))
+        }
+        #expect(try JSONDecoder().decode(FreshDocument.self, from: Data(doc.json())) == doc)
+    }
 }

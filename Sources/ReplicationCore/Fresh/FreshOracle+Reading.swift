@@ -12,8 +12,14 @@ extension FreshOracle {
         defer { consumer?.close() }
         while true {
             cond.lock()
-            while !stopped && !waiters.values.contains(where: Self.needsRound) {
-                _ = cond.wait(until: Date().addingTimeInterval(0.5))
+            while !stopped {
+                // Rung by a waiter that needs a query; at most one query per `roundInterval`.
+                let due = lastRoundStart.map { $0.advanced(by: roundInterval) } ?? .now
+                let needed = waiters.values.contains(where: Self.needsRound)
+                if needed && due <= .now { break }
+                watermarkPacing = needed
+                watermarkBell.sleep(cond, until: needed ? due : .now.advanced(by: .milliseconds(500)))
+                watermarkPacing = false
             }
             if stopped {
                 cond.unlock()
@@ -23,6 +29,7 @@ extension FreshOracle {
             // this query is sent.
             let ids = waiters.compactMap { Self.needsRound($0.value) ? $0.key : nil }
             roundsSent += 1
+            lastRoundStart = .now
             cond.unlock()
             do throws(KafkaError) {
                 let c: KafkaConsumer
@@ -50,7 +57,7 @@ extension FreshOracle {
                     wake.insert(waiters[id]!.region)
                 }
                 let done = answerAllLocked(region: nil)
-                cond.broadcast()
+                for region in wake { regionBells[region]?.ringLocked() }
                 cond.unlock()
                 for d in done { d() }
             } catch {
@@ -62,7 +69,7 @@ extension FreshOracle {
                 // Answered now, not after the pause before the next query.
                 for d in done { d() }
                 cond.lock()
-                _ = cond.wait(until: Date().addingTimeInterval(0.2))
+                if !stopped { watermarkBell.sleep(cond, until: .now.advanced(by: .milliseconds(200))) }
                 cond.unlock()
             }
         }
@@ -80,7 +87,7 @@ extension FreshOracle {
     static func needsRound(_ w: Waiter) -> Bool { FreshJudgement.needsRound(hasRound: w.round != nil, capture: w.capture) }
 
     /// Some waiter needs a read of `region`: it asks about it, or waits for its capture slot.
-    private func needsRead(_ region: String) -> Bool {
+    func needsRead(_ region: String) -> Bool {
         waiters.values.contains { $0.region == region || $0.capture.map { !$0.ready && $0.targets[region] != nil } ?? false }
     }
 
@@ -96,7 +103,7 @@ extension FreshOracle {
                 // Until the next poll is due (a commit of this process or a new waiter wakes it sooner).
                 let due = lastRead.map { pollInterval - (ContinuousClock.now - $0) } ?? .zero
                 if waiting && (wake.contains(region.name) || due <= .zero) { break }
-                _ = cond.wait(until: Date().addingTimeInterval(waiting ? due.seconds : 0.5))
+                regionBells[region.name]!.sleep(cond, until: .now.advanced(by: waiting ? due : .milliseconds(500)))
             }
             if stopped {
                 cond.unlock()
@@ -117,7 +124,7 @@ extension FreshOracle {
                     waiters[id]!.capture!.observe(region.name, capture, sentAfterArrival: targetless.contains(id))
                 }
                 // A waiter whose capturing regions all confirmed needs its watermark query now.
-                cond.broadcast()
+                if waiters.values.contains(where: Self.needsRound) { watermarkBell.ringLocked() }
             }
             let done = answerAllLocked(region: capture == nil ? region.name : nil)
             cond.unlock()

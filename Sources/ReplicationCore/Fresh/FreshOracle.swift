@@ -8,10 +8,12 @@ public import ServiceLifecycle
 ///
 /// From what each region COMMITTED (its stored offsets in its own database), never from this
 /// process's memory, so that any instance answers for every region. Coalesced: waiters share
-/// one watermark query (sent after every one of them arrived) and one read of each region's
-/// stored offsets per round; a region's reader reads again when this process commits a batch
-/// for it and otherwise every ``pollInterval`` while someone waits (partitions another
-/// instance applies). Every blocking call (librdkafka, libpq) runs on the oracle's own threads.
+/// one watermark query (sent after every one of them arrived, at most one per ``roundInterval``)
+/// and one read of each region's stored offsets per round; a region's reader reads again when
+/// this process commits a batch for it and otherwise every ``pollInterval`` while someone waits
+/// (partitions another instance applies). Every blocking call (librdkafka, libpq) runs on the
+/// oracle's own threads, and each thread is woken only when there is work for it (``Bell``): a
+/// request costs one continuation, not a task per deadline or a wake-up of every thread.
 public final class FreshOracle: Service, @unchecked Sendable {
     // @unchecked Sendable: all mutable state is guarded by `cond`.
     struct Waiter {
@@ -41,6 +43,11 @@ public final class FreshOracle: Service, @unchecked Sendable {
     let kafka: KafkaConfiguration
     let maxWaiters: Int
     let pollInterval: Duration
+    /// The least time between the starts of two watermark queries: waiters arriving meanwhile
+    /// share the next one (at 1,000 requests/s, ~10 per query instead of one query each).
+    let roundInterval: Duration
+    /// After its deadline, a waiter not measured yet gets this much longer, then what is known.
+    static let grace: Duration = .seconds(1)
     let logger: Logger
 
     let cond = NSCondition()
@@ -55,13 +62,26 @@ public final class FreshOracle: Service, @unchecked Sendable {
     var knownScope: UInt64?
     /// Watermark queries sent so far (each serves every waiter that arrived before it).
     var roundsSent = 0
+    /// When the last watermark query was sent.
+    var lastRoundStart: ContinuousClock.Instant?
+    /// Each thread's bell, rung (under `cond`) when there is work for it.
+    let watermarkBell = Bell()
+    let deadlineBell = Bell()
+    let regionBells: [String: Bell]
+    /// The watermark thread waits out `roundInterval` (a new waiter need not wake it).
+    var watermarkPacing = false
+    /// When the deadline thread wakes next (guarded by `cond`).
+    var nextDeadlineCheck: ContinuousClock.Instant?
 
     /// - Parameters:
     ///   - kafka: the connection properties (a group-less read_committed consumer is made).
     ///   - status: its commits wake the waiters of the committing region.
     public init(regions: [FreshRegion], kafka: KafkaConfiguration, topic: String, status: ReplicationStatus?,
-                maxWaiters: Int, pollInterval: Duration = .milliseconds(25), logger: Logger) {
+                maxWaiters: Int, pollInterval: Duration = .milliseconds(25), roundInterval: Duration = .milliseconds(10),
+                logger: Logger) {
         self.regions = Dictionary(regions.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.regionBells = Dictionary(regions.map { ($0.name, Bell()) }, uniquingKeysWith: { a, _ in a })
+        self.roundInterval = roundInterval
         var conf = kafka
         conf.set("socket.timeout.ms", "3000")
         conf.set("isolation.level", "read_committed")
@@ -81,6 +101,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
         await withGracefulShutdownAndCancellation(onStop: { self.stop() }) {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await BlockingThread.run(name: "fresh-watermarks") { self.watermarkLoop() } }
+                group.addTask { await BlockingThread.run(name: "fresh-deadlines") { self.deadlineLoop() } }
                 for region in self.regions.values {
                     group.addTask { await BlockingThread.run(name: "fresh-\(region.name)") { self.regionLoop(region) } }
                 }
@@ -93,7 +114,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
         cond.lock()
         stopped = true
         let done = waiters.keys.map { answerLocked($0, force: true) }
-        cond.broadcast()
+        for bell in [watermarkBell, deadlineBell] + regionBells.values { bell.ringLocked() }
         cond.unlock()
         for d in done { d?() }
     }
@@ -102,7 +123,7 @@ public final class FreshOracle: Service, @unchecked Sendable {
     func progress(region: String) {
         cond.lock()
         wake.insert(region)
-        cond.broadcast()
+        if needsRead(region) { regionBells[region]?.ringLocked() }
         cond.unlock()
     }
 
@@ -132,28 +153,11 @@ public final class FreshOracle: Service, @unchecked Sendable {
             nextID += 1
             return nextID
         }
-        return await withTaskGroup(of: FreshAnswer?.self) { group in
-            group.addTask {
-                await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
-                    self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
-                                              capture: capture, captureScope: captureToken?.scope, continuation: c))
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(until: arrived.advanced(by: wait), clock: .continuous)
-                self.expire(id, force: false)
-                // Not measured yet at the deadline (no watermark query or region read since
-                // arrival): a last short grace, then whatever is known.
-                try? await Task.sleep(until: ContinuousClock.now.advanced(by: .seconds(1)), clock: .continuous)
-                self.expire(id, force: true)
-                return nil
-            }
-            var answer: FreshAnswer?
-            for await a in group where a != nil {
-                answer = a
-                group.cancelAll()
-            }
-            return answer
+        // One continuation: the oracle's threads resume it — a measurement, or the deadline
+        // thread at the deadline (then at the deadline + ``grace`` with whatever is known).
+        return await withCheckedContinuation { (c: CheckedContinuation<FreshAnswer, Never>) in
+            self.register(id, Waiter(region: config.name, token: token, arrived: arrived, deadline: arrived.advanced(by: wait),
+                                      capture: capture, captureScope: captureToken?.scope, continuation: c))
         }
     }
 
@@ -177,21 +181,54 @@ public final class FreshOracle: Service, @unchecked Sendable {
             waiter.continuation?.resume(returning: answer)
             return
         }
-        // No read is asked for here: nothing can be fresh before the next watermark query, and
-        // the read after it serves every waiter of the region at once.
+        // No read of the region asked about is asked for here: nothing can be fresh before the
+        // next watermark query, and the read after it serves every waiter of the region at once.
+        // Only the threads with work are woken: the watermark thread for a waiter it serves, the
+        // capturing regions' readers for one that waits for their slots, the deadline thread
+        // for a deadline before its next check.
         waiters[id] = waiter
         let done = answerLocked(id, force: false)
-        cond.broadcast()
+        if done == nil {
+            if Self.needsRound(waiter) && !watermarkPacing { watermarkBell.ringLocked() }
+            if let targets = waiter.capture?.targets { for region in targets.keys { regionBells[region]?.ringLocked() } }
+            // Its next deadline event: the deadline, or (wait_ms=0: past already) the end of the grace.
+            let now = ContinuousClock.now
+            let event = waiter.deadline > now ? waiter.deadline : waiter.deadline.advanced(by: Self.grace)
+            if let check = nextDeadlineCheck, event < check { deadlineBell.ringLocked() }
+        }
         cond.unlock()
         done?()
     }
 
-    private func expire(_ id: Int, force: Bool) {
+    /// The deadline thread: answers each waiter at its deadline when it is measured (a
+    /// watermark query or region read since it arrived told the answer), and at its deadline +
+    /// ``grace`` with whatever is known.
+    func deadlineLoop() {
         cond.lock()
-        waiters[id]?.expired = true
-        let done = answerLocked(id, force: force)
+        while !stopped {
+            let now = ContinuousClock.now
+            var next = now.advanced(by: .milliseconds(250))
+            var done: [() -> Void] = []
+            for (id, w) in waiters {
+                if now >= w.deadline.advanced(by: Self.grace) {
+                    if let d = answerLocked(id, force: true) { done.append(d) }
+                } else if now >= w.deadline {
+                    if !w.expired {
+                        waiters[id]!.expired = true
+                        if let d = answerLocked(id, force: false) { done.append(d) }
+                    }
+                    if waiters[id] != nil { next = min(next, w.deadline.advanced(by: Self.grace)) }
+                } else {
+                    next = min(next, w.deadline)
+                }
+            }
+            nextDeadlineCheck = next
+            cond.unlock()
+            for d in done { d() }
+            cond.lock()
+            if !stopped && ContinuousClock.now < next { deadlineBell.sleep(cond, until: next) }
+        }
         cond.unlock()
-        done?()
     }
 
     /// Evaluates waiter `id`; when it is decided, removes it and returns the resumption to run
@@ -237,5 +274,34 @@ public final class FreshOracle: Service, @unchecked Sendable {
     /// Evaluates every waiter of `region` (all when nil). Caller holds `cond`.
     func answerAllLocked(region: String?) -> [() -> Void] {
         waiters.compactMap { id, w in region == nil || w.region == region ? answerLocked(id, force: false) : nil }
+    }
+}
+
+extension FreshOracle {
+    /// A thread's doorbell: it sleeps on it (releasing `cond`) until rung or a time passes. Rung
+    /// under `cond` only when it sleeps, so that a request wakes the threads with work, not all.
+    final class Bell: @unchecked Sendable {
+        // @unchecked Sendable: `sleeping` is guarded by the oracle's `cond`.
+        private let semaphore = DispatchSemaphore(value: 0)
+        private var sleeping = false
+
+        /// Wakes the thread if it sleeps. Caller holds `cond`.
+        func ringLocked() {
+            guard sleeping else { return }
+            sleeping = false
+            semaphore.signal()
+        }
+
+        /// Caller holds `cond`: releases it, sleeps until rung or `until`, and takes it again. A
+        /// ring after the time passed leaves one spurious wake-up, never a lost one (the thread
+        /// checks its work under `cond` before it sleeps).
+        func sleep(_ cond: NSCondition, until: ContinuousClock.Instant) {
+            sleeping = true
+            cond.unlock()
+            let left = max(.zero, until - ContinuousClock.now)
+            _ = semaphore.wait(timeout: .now() + left.seconds)
+            cond.lock()
+            sleeping = false
+        }
     }
 }

@@ -147,21 +147,24 @@ struct HTTPRoutes: HTTPResponder {
         guard method == .get || method == .head else {
             return Self.error(.methodNotAllowed, "method \(method.rawValue) not allowed; use GET or HEAD", extra: [.allow: "GET, HEAD"])
         }
-        let snapshot = status.snapshot()
+        // Taken only where the body needs it: `/fresh` does not, and takes the lock the
+        // pipelines take to commit.
         switch endpoint {
         case .metrics:
+            let snapshot = status.snapshot()
             for r in snapshot.regions { metrics[r.region]?.publish(r) }
             return Response(status: .ok,
                             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         case .lag:
-            return Self.json(.ok, LagDocument(snapshot, capture: capture?.snapshot() ?? [:], redact: redact))
+            return Self.json(.ok, LagDocument(status.snapshot(), capture: capture?.snapshot() ?? [:], redact: redact))
         case .live:
+            let snapshot = status.snapshot()
             let ok = snapshot.stalledLoops.isEmpty
             return Self.json(ok ? .ok : .serviceUnavailable,
                              LivenessDocument(status: ok ? "ok" : "stalled", stalledLoops: snapshot.stalledLoops))
         case .ready, .deep:
-            let doc = HealthDocument(snapshot, redact: redact)
+            let doc = HealthDocument(status.snapshot(), redact: redact)
             return Self.json(doc.healthy ? .ok : .serviceUnavailable, doc)
         case .fresh:
             // Answered in `respond` (this is the go-ahead after the checks above).
