@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from measure import drain
 from workload import produce_backlog
-from world import REGIONS, TOPIC, World, free_port, log, stop, utc_now_text
+from world import REGIONS, TOPIC, World, free_port, log, perf_report, stop, utc_now_text
 
 DRIVER = os.path.join(os.path.dirname(__file__), "bench.py")
 KINDS = ["plain", "token", "token_wait", "plain_wait"]
@@ -135,14 +135,16 @@ def load_main(args):
 
 def one_drain(world, args, name, n, token_list):
     """The 1-region catch-up of the backlog into a new database; with `token_list`, while the
-    generator runs against the daemon."""
+    generator runs against the daemon (with --profile, the daemon then runs under `perf record`,
+    its report by thread and by symbol written beside the JSON)."""
     db = f"bench_{name.replace('-', '_')}"
     world.create_db(0, db)
     http = free_port()
     cfg = world.config(name, [(0, REGIONS[0], db)], http, topic=TOPIC)
     with psycopg.connect(world.dsn(0, db), autocommit=True) as c:
         c.execute("CHECKPOINT")
-    d, pid = world.start_daemon(cfg, name)
+    perf_data = os.path.join(world.dir, f"perf-{name}.data") if args.profile and token_list is not None else None
+    d, pid = world.start_daemon(cfg, name, perf_data)
     gen = None
     try:
         if token_list is not None:
@@ -173,6 +175,9 @@ def one_drain(world, args, name, n, token_list):
             gen.kill()
             gen.wait()
         stop(d, pid)
+    if perf_data is not None:
+        for sort, suffix in (("comm", f".perf-{name}-threads.txt"), ("dso,symbol", f".perf-{name}.txt")):
+            log(f"  profile of the daemon (perf, cpu-clock) under /fresh load: {perf_report(perf_data, args.json, suffix, sort=sort)}")
     out = {"name": name, "with_fresh": token_list is not None, "events": per[0]["events"],
            "events_per_s": per[0]["events_per_s"], "seconds": per[0]["seconds"],
            "cpu_us_per_event_region": round(cpu / max(per[0]["events"], 1) * 1e6, 2)}

@@ -100,10 +100,15 @@ extension FreshOracle {
             cond.lock()
             while !stopped {
                 let waiting = needsRead(region.name)
-                // Until the next poll is due (a commit of this process or a new waiter wakes it sooner).
-                let due = lastRead.map { pollInterval - (ContinuousClock.now - $0) } ?? .zero
-                if waiting && (wake.contains(region.name) || due <= .zero) { break }
-                regionBells[region.name]!.sleep(cond, until: .now.advanced(by: waiting ? due : .milliseconds(500)))
+                // Until the next poll is due; a commit of this process or a round wakes it sooner,
+                // but reads are at most one per `roundInterval` (a read serves every waiter).
+                let since = lastRead.map { ContinuousClock.now - $0 }
+                let due = since.map { pollInterval - $0 } ?? .zero
+                let woken = wake.contains(region.name)
+                let paced = since.map { roundInterval - $0 } ?? .zero
+                if waiting && ((woken && paced <= .zero) || due <= .zero) { break }
+                let sleep = !waiting ? .milliseconds(500) : woken ? min(paced, due) : due
+                regionBells[region.name]!.sleep(cond, until: .now.advanced(by: sleep))
             }
             if stopped {
                 cond.unlock()
