@@ -85,17 +85,19 @@ struct DeadLettersList: AsyncParsableCommand {
         let (config, region) = try target.resolve()
         let db = try await DeadLetterTarget.connect(config, region, purpose: "list")
         defer { db.close() }
-        let all = self.all
+        let all = self.all, messages = config.apply.table
         let entries: [Entry]
         do {
             entries = try await BlockingThread.run(name: "dead-letters") {
-                try db.query("""
+                // Schema-qualified, as the daemon names it (not whatever search_path finds first).
+                let deadLetters = try Schema.check(db, table: messages).tables.deadLetters
+                return try db.query("""
                     SELECT id, topic, partition, "offset",
                            to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                            to_char(retried_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                            resolved, coalesce(error, ''), coalesce(octet_length(payload), 0),
                            encode(substring(payload FROM 1 FOR 320), 'hex'), payload IS NULL
-                    FROM replicator_dead_letters
+                    FROM \(deadLetters)
                     WHERE $1::boolean OR NOT resolved
                     ORDER BY id
                     """, [all ? "true" : "false"]).rows.map { r in
