@@ -194,7 +194,11 @@ public final class FreshOracle: Service, @unchecked Sendable {
             // Its next deadline event: the deadline, or (wait_ms=0: past already) the end of the grace.
             let now = ContinuousClock.now
             let event = waiter.deadline > now ? waiter.deadline : waiter.deadline.advanced(by: Self.grace)
-            if let check = nextDeadlineCheck, event < check { deadlineBell.ringLocked() }
+            // Lowered here too: the thread may be between its scan and its sleep (not ringable).
+            if let check = nextDeadlineCheck, event < check {
+                nextDeadlineCheck = event
+                deadlineBell.ringLocked()
+            }
         }
         cond.unlock()
         done?()
@@ -226,7 +230,9 @@ public final class FreshOracle: Service, @unchecked Sendable {
             cond.unlock()
             for d in done { d() }
             cond.lock()
-            if !stopped && ContinuousClock.now < next { deadlineBell.sleep(cond, until: next) }
+            // Until the earliest of `next` and any deadline registered since the scan.
+            let until = min(next, nextDeadlineCheck ?? next)
+            if !stopped && ContinuousClock.now < until { deadlineBell.sleep(cond, until: until) }
         }
         cond.unlock()
     }
